@@ -1,0 +1,20 @@
+"""accelsim: a cycle-level simulator of sparse DNN accelerators on real traces."""
+
+from .errors import AccelsimError, ConfigError, SimulationError, TraceError
+from .hwconfig import HwConfig, load_hwconfig
+from .trace import Layer, Trace, load_trace, write_trace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccelsimError",
+    "ConfigError",
+    "HwConfig",
+    "Layer",
+    "SimulationError",
+    "Trace",
+    "TraceError",
+    "load_hwconfig",
+    "load_trace",
+    "write_trace",
+]

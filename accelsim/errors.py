@@ -1,0 +1,18 @@
+"""Exception types. Every message is one line meant for a user: it names the file,
+the key or the layer, and what was expected. Only the CLI turns them into exit codes."""
+
+
+class AccelsimError(Exception):
+    """Base class for all errors accelsim raises on bad input."""
+
+
+class ConfigError(AccelsimError):
+    """A hardware config, energy table or sweep spec is invalid."""
+
+
+class TraceError(AccelsimError):
+    """A trace directory, manifest or tensor is invalid."""
+
+
+class SimulationError(AccelsimError):
+    """A layer cannot be simulated on the given hardware (e.g. an N:M violation)."""

@@ -1,0 +1,239 @@
+"""Hardware configs: frozen dataclasses and a strict YAML loader.
+
+Every field is declared once, with its type and range, in the dataclasses below; the
+loader walks them, so unknown keys, wrong types and out-of-range values are rejected
+with one line naming the file and the dotted key (``x.yaml: array.rows: expected an
+integer >= 1, got 0``). Dotted overrides (``{"array.rows": 32}``) are applied to the raw
+mapping before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DATAFLOWS = ("os", "ws", "is")
+ZERO_POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
+
+#: repository directory with the shipped configs (present in a source checkout)
+HWCONFIG_DIR = Path(__file__).resolve().parent.parent / "hwconfigs"
+
+
+def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, choices: tuple[str, ...] | None = None,
+        doc: str = "") -> Any:
+    """Declare a config field with its constraints (read by the loader)."""
+    meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "doc": doc}
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    rows: int = opt(ge=1, le=4096, doc="PE rows")
+    cols: int = opt(ge=1, le=4096, doc="PE columns")
+    macs_per_pe: int = opt(1, ge=1, le=64, doc="MAC units per PE (slots per cycle)")
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    a_bits: int = opt(8, ge=1, le=64, doc="activation operand width")
+    w_bits: int = opt(8, ge=1, le=64, doc="weight operand width")
+    out_bits: int = opt(32, ge=1, le=64, doc="partial-sum / output width")
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    name: str = opt(doc="config name")
+    array: ArrayConfig = opt(doc="PE array")
+    dataflow: str = opt(choices=DATAFLOWS, doc="os | ws | is")
+    zero_policy: str = opt("none", choices=ZERO_POLICIES,
+                           doc="what PEs do with zero operands")
+    clock_ghz: float = opt(1.0, gt=0, le=100, doc="clock frequency")
+    precision: PrecisionConfig = opt(PrecisionConfig, doc="operand bit widths")
+    description: str = opt("", doc="free text")
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Stable short hash of the resolved config (key order independent)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> HwConfig:
+        raw = self.to_dict()
+        for key, value in overrides.items():
+            set_dotted(raw, key, value, where="overrides")
+        return build(HwConfig, raw, where="overrides")
+
+
+# --------------------------------------------------------------------------- validation
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _expect(ftype: Any, meta: Mapping[str, Any]) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(meta["choices"])
+    words = _TYPE_WORDS.get(ftype, str(ftype))
+    parts = []
+    for key, sym in (("ge", ">="), ("gt", ">"), ("le", "<=")):
+        if meta.get(key) is not None:
+            bound = meta[key]
+            if float(bound).is_integer():
+                bound = int(bound)
+            parts.append(f"{sym} {bound}")
+    return " ".join([words, " and ".join(parts)]) if parts else words
+
+
+def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
+                  key: str) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(f"{where}: {key}: expected {_expect(ftype, meta)}, got {value!r}")
+
+    if ftype is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if ftype is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+    elif ftype is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        value = float(value)
+    elif ftype is str:
+        if not isinstance(value, str):
+            raise bad()
+        if meta.get("choices") and value not in meta["choices"]:
+            raise bad()
+        return value
+    if meta.get("ge") is not None and not value >= meta["ge"]:
+        raise bad()
+    if meta.get("gt") is not None and not value > meta["gt"]:
+        raise bad()
+    if meta.get("le") is not None and not value <= meta["le"]:
+        raise bad()
+    return value
+
+
+def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a raw mapping, strictly."""
+    label = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: {label}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{where}: {prefix}{key}: unknown key (expected one of {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        ftype = hints[name]
+        key = prefix + name
+        origin = typing.get_origin(ftype)
+        optional = origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) \
+            and type(None) in typing.get_args(ftype)
+        if optional:
+            ftype = next(t for t in typing.get_args(ftype) if t is not type(None))
+        if name not in raw or (optional and raw[name] is None):
+            if f.default is not MISSING or f.default_factory is not MISSING:
+                continue
+            if optional:
+                kwargs[name] = None
+                continue
+            raise ConfigError(f"{where}: {key}: missing required key")
+        value = raw[name]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[name] = build(ftype, value, where, key + ".")
+        else:
+            kwargs[name] = _check_scalar(value, ftype, f.metadata, where, key)
+    obj = cls(**kwargs)
+    check = getattr(obj, "_validate", None)
+    if check is not None:
+        check(where, prefix)
+    return obj
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"{where}: {key!r}: expected a dotted key like array.rows")
+    node = raw
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])}: is not a section, "
+                              f"cannot set {key}")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` from the CLI; the value is read as YAML (``32``, ``skip_a``,
+    ``true``, ``[1, 2]``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. array.rows=32")
+    key, _, val = text.partition("=")
+    try:
+        value = yaml.safe_load(val) if val.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML") from None
+    return key.strip(), value
+
+
+def resolve_hwconfig_path(path: str | os.PathLike) -> Path:
+    """A path as given, else a shipped config by file name or stem."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for cand in (HWCONFIG_DIR / p.name, HWCONFIG_DIR / f"{p.name}.yaml"):
+        if cand.is_file() and not p.parent.parts:
+            return cand
+    raise ConfigError(f"{path}: hardware config not found")
+
+
+def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],
+                  overrides: Mapping[str, Any] | None = None) -> HwConfig:
+    """Load a hardware config from a YAML file (or a mapping), apply dotted overrides,
+    validate strictly and return a frozen :class:`HwConfig`."""
+    if isinstance(path, Mapping):
+        raw, where = dict(path), "hwconfig"
+    else:
+        p = resolve_hwconfig_path(path)
+        where = p.name
+        try:
+            with open(p) as fh:
+                raw = yaml.safe_load(fh)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}:" if mark else ""
+            raise ConfigError(f"{where}:{line} invalid YAML") from None
+        if raw is None:
+            raise ConfigError(f"{where}: file is empty")
+        if isinstance(raw, dict):
+            raw.setdefault("name", p.stem)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: top level: expected a mapping")
+    raw = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value, where=f"{where} (override {key})")
+    return build(HwConfig, raw, where)
