@@ -2,6 +2,7 @@
 
 from .errors import AccelsimError, ConfigError, SimulationError, TraceError
 from .hwconfig import HwConfig, load_hwconfig
+from .report import simulate, totals, with_totals
 from .trace import Layer, Trace, load_trace, write_trace
 
 __version__ = "0.1.0"
@@ -16,5 +17,8 @@ __all__ = [
     "TraceError",
     "load_hwconfig",
     "load_trace",
+    "simulate",
+    "totals",
+    "with_totals",
     "write_trace",
 ]

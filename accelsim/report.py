@@ -1,0 +1,132 @@
+"""Turn engine results into pandas DataFrames: one row per layer, plus totals."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .engine import LayerStats, simulate_layer
+from .hwconfig import HwConfig, load_hwconfig
+from .trace import Trace, load_trace
+
+#: integer count columns (summed in totals)
+COUNT_COLUMNS = [
+    "macs_dense", "macs_performed", "macs_gated", "macs_skipped",
+    "folds", "compute_cycles", "cycles",
+]
+#: columns shown by the CLI by default
+BRIEF_COLUMNS = [
+    "layer", "kind", "m", "k", "n", "frames", "macs_dense", "macs_performed",
+    "macs_gated", "macs_skipped", "cycles", "util", "density_a", "density_w",
+]
+
+
+def layer_row(stats: LayerStats, hw: HwConfig) -> dict[str, Any]:
+    s = stats.shape
+    g = stats.gemm
+    pes = hw.array.rows * hw.array.cols * hw.array.macs_per_pe
+    cycles = stats.cycles
+    row: dict[str, Any] = {
+        "layer": s.name, "kind": s.kind, "m": s.m, "k": s.k, "n": s.n,
+        "groups": s.groups, "frames": s.frames, "gemms": s.batch,
+        "folds": g.folds,
+        "macs_dense": g.macs_dense, "macs_performed": g.macs_performed,
+        "macs_gated": g.macs_gated, "macs_skipped": g.macs_skipped,
+        "compute_cycles": g.compute_cycles, "cycles": cycles,
+        "util": (g.macs_performed + g.macs_gated) / (cycles * pes) if cycles else 0.0,
+        "density_a": stats.nnz_a / stats.size_a,
+        "density_w": stats.nnz_w / stats.size_w,
+        "nnz_a": stats.nnz_a, "size_a": stats.size_a,
+        "nnz_w": stats.nnz_w, "size_w": stats.size_w,
+        "latency_s": cycles / (hw.clock_ghz * 1e9),
+    }
+    return row
+
+
+_INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
+                "size_w"]
+
+
+def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
+             overrides: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
+
+    ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
+    (``{"array.rows": 32}``). Counts are int64; see :func:`totals` for the sums.
+    """
+    if not isinstance(trace, Trace):
+        trace = load_trace(trace)
+    if not isinstance(hw, HwConfig):
+        hw = load_hwconfig(hw, overrides)
+    elif overrides:
+        hw = hw.with_overrides(overrides)
+    rows = [layer_row(simulate_layer(layer, hw), hw) for layer in trace.layers]
+    df = pd.DataFrame(rows)
+    for col in COUNT_COLUMNS + _INT_COLUMNS:
+        df[col] = df[col].astype(np.int64)
+    df.attrs.update(hw=hw.name, hw_hash=hw.config_hash(), trace=trace.model,
+                    clock_ghz=hw.clock_ghz,
+                    pes=hw.array.rows * hw.array.cols * hw.array.macs_per_pe)
+    return df
+
+
+_NOT_SUMMED = ("m", "k", "n", "groups", "frames")
+
+
+def totals(df: pd.DataFrame) -> pd.Series:
+    """Sum of the count columns over layers, with utilisation, densities and latency
+    recomputed from the sums (not averaged)."""
+    out: dict[str, Any] = {"layer": "TOTAL", "kind": "total"}
+    for col in df.columns:
+        if col in out:
+            continue
+        if pd.api.types.is_integer_dtype(df[col]) and col not in _NOT_SUMMED:
+            out[col] = int(df[col].sum())
+        elif col.endswith(("_bytes", "_pj", "_s")) or col.startswith("energy"):
+            out[col] = float(df[col].sum())
+    pes = df.attrs.get("pes")
+    cyc = out.get("cycles", 0)
+    if pes and cyc:
+        out["util"] = (out["macs_performed"] + out["macs_gated"]) / (cyc * pes)
+    if out.get("size_a"):
+        out["density_a"] = out["nnz_a"] / out["size_a"]
+    if out.get("size_w"):
+        out["density_w"] = out["nnz_w"] / out["size_w"]
+    return pd.Series(out)
+
+
+def with_totals(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a final ``TOTAL`` row."""
+    tot = totals(df).to_frame().T
+    out = pd.concat([df, tot], ignore_index=True)
+    for col in df.columns:
+        if pd.api.types.is_integer_dtype(df[col]):
+            out[col] = out[col].astype("Int64")
+        elif pd.api.types.is_float_dtype(df[col]):
+            out[col] = out[col].astype(float)
+    out.attrs = dict(df.attrs)
+    return out
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` as CSV or JSON (by extension) atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"{path}: expected a .csv or .json file name")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", indent=1)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

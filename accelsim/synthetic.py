@@ -1,0 +1,108 @@
+"""Synthetic traces: random int8 values at given densities, seeded.
+
+For tests and benchmarks only. Real sparsity is structured (ReLU patterns, pruned
+channels, static backgrounds); uniform random zeros are not, so results on synthetic
+traces say nothing about a trained network. Every trace made here has
+``provenance.synthetic: true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import trace as tr
+from .trace import Trace
+
+
+def random_tensor(shape: Sequence[int], density: float, rng: np.random.Generator,
+                  dtype: str = "int8") -> np.ndarray:
+    """Int tensor whose elements are nonzero with probability ``density``; nonzero
+    values are uniform in [-127, 127] without 0 (or [1, 127] for uint8)."""
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    shape = tuple(int(s) for s in shape)
+    mag = rng.integers(1, 128, size=shape, dtype=np.int16)
+    if dtype != "uint8":
+        mag = np.where(rng.random(shape) < 0.5, -mag, mag)
+    keep = rng.random(shape) < density
+    return np.where(keep, mag, 0).astype(dtype)
+
+
+def conv2d_layer(name: str, rng: np.random.Generator, *, cin: int, cout: int, size: int,
+                 k: int, stride: int = 1, padding: int | None = None, groups: int = 1,
+                 batch: int = 1, frames: int = 0, density_a: float = 0.5,
+                 density_w: float = 0.5) -> tr.Layer:
+    pad = k // 2 if padding is None else padding
+    shape = (batch, cin, size, size)
+    if frames:
+        shape = (frames,) + shape
+    x = random_tensor(shape, density_a, rng)
+    w = random_tensor((cout, cin // groups, k, k), density_w, rng)
+    return tr.conv2d(name, x, w, stride=stride, padding=pad, groups=groups,
+                     frames=bool(frames))
+
+
+def linear_layer(name: str, rng: np.random.Generator, *, fin: int, fout: int,
+                 tokens: int = 1, frames: int = 0, density_a: float = 0.5,
+                 density_w: float = 0.5) -> tr.Layer:
+    shape = (tokens, fin) if not frames else (frames, tokens, fin)
+    x = random_tensor(shape, density_a, rng)
+    w = random_tensor((fout, fin), density_w, rng)
+    return tr.linear(name, x, w, frames=bool(frames))
+
+
+def resnet18_trace(density_a: float = 0.5, density_w: float = 0.4, seed: int = 0,
+                   image: int = 224) -> Trace:
+    """A ResNet-18-shaped synthetic trace: its 20 convolutions and the final fully
+    connected layer (21 layers) at ``image`` x ``image`` input, batch 1."""
+    rng = np.random.default_rng(seed)
+    da, dw = density_a, density_w
+    layers = [conv2d_layer("conv1", rng, cin=3, cout=64, size=image, k=7, stride=2,
+                           padding=3, density_a=da, density_w=dw)]
+    size = image // 4  # after the stride-2 conv1 and the stride-2 max-pool
+    cin = 64
+    for stage, cout in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            stride = 2 if (stage > 1 and block == 0) else 1
+            pre = f"layer{stage}.{block}"
+            layers.append(conv2d_layer(f"{pre}.conv1", rng, cin=cin, cout=cout, size=size,
+                                       k=3, stride=stride, density_a=da, density_w=dw))
+            if stride == 2:
+                layers.append(conv2d_layer(f"{pre}.downsample", rng, cin=cin, cout=cout,
+                                           size=size, k=1, stride=2, padding=0,
+                                           density_a=da, density_w=dw))
+                size //= 2
+            layers.append(conv2d_layer(f"{pre}.conv2", rng, cin=cout, cout=cout, size=size,
+                                       k=3, density_a=da, density_w=dw))
+            cin = cout
+    layers.append(linear_layer("fc", rng, fin=512, fout=1000, density_a=da, density_w=dw))
+    return Trace(model="synthetic_resnet18", layers=tuple(layers),
+                 provenance={"synthetic": True, "generator": "accelsim.synthetic.resnet18_trace",
+                             "density_a": da, "density_w": dw, "seed": seed, "image": image})
+
+
+def tiny_cnn_trace(density_a: float = 0.5, density_w: float = 0.5, seed: int = 0,
+                   frames: int = 4) -> Trace:
+    """A small synthetic network that touches every layer kind: conv2d (plain, strided,
+    depthwise), conv1d, linear with frames, and an activation x activation matmul."""
+    rng = np.random.default_rng(seed)
+    da, dw = density_a, density_w
+    layers = [
+        conv2d_layer("conv1", rng, cin=3, cout=16, size=16, k=3, density_a=da,
+                     density_w=dw),
+        conv2d_layer("conv2_s2", rng, cin=16, cout=32, size=16, k=3, stride=2,
+                     density_a=da, density_w=dw),
+        conv2d_layer("dwconv3", rng, cin=32, cout=32, size=8, k=3, groups=32,
+                     density_a=da, density_w=dw),
+        tr.conv1d("conv1d4", random_tensor((1, 32, 64), da, rng),
+                  random_tensor((24, 32, 5), dw, rng), padding=2, dilation=1),
+        linear_layer("fc_frames", rng, fin=96, fout=40, frames=frames, density_a=da,
+                     density_w=dw),
+        tr.matmul("attn_qk", random_tensor((2, 16, 24), da, rng),
+                  random_tensor((2, 24, 16), da, rng)),
+    ]
+    return Trace(model="synthetic_tiny_cnn", layers=tuple(layers),
+                 provenance={"synthetic": True, "generator": "accelsim.synthetic.tiny_cnn_trace",
+                             "density_a": da, "density_w": dw, "seed": seed})
