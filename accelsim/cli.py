@@ -24,6 +24,8 @@ def _fmt_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
             view[c] = view[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
         elif c.endswith("_pj") or c.endswith("_s"):
             view[c] = view[c].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+        else:
+            view[c] = view[c].astype(object).where(view[c].notna(), "")
     return view.to_string(index=False)
 
 

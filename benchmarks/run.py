@@ -1,0 +1,125 @@
+"""accelsim speed benchmark: prints ratios, asserts nothing.
+
+    python benchmarks/run.py                 # accelsim vs numpy (and SCALE-Sim if found)
+    python benchmarks/run.py --image 112     # smaller input, quicker
+
+It simulates a ResNet-18-shaped synthetic trace (21 conv/fc layers, activation density
+0.5, weight density 0.4) on a 32x32 output-stationary array with two-sided zero skipping,
+and measures in the same run:
+
+* numpy: float32 ``A @ W`` of the same lowered GEMMs (im2col done beforehand, untimed),
+  i.e. the physical floor of a simulator that must look at every operand pair;
+* SCALE-Sim v3 on the same layers (dense; it has no zero skipping), when a Python with
+  ``scalesim==3.0.0`` is given by ``--scalesim-python`` or ``$ACCELSIM_SCALESIM_PYTHON``,
+  or found at ``/work/scalesim-venv/bin/python``. Set one up with
+  ``python -m venv /tmp/ss && /tmp/ss/bin/pip install scalesim==3.0.0 "numpy<2.4"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import accelsim
+from accelsim.synthetic import resnet18_trace
+from accelsim.workload import gemm_shape, lower_a, lower_w
+
+HERE = Path(__file__).resolve().parent
+
+
+def best_of(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def scalesim_layers(trace) -> list[dict]:
+    """The trace's layers in SCALE-Sim's topology terms (padded ifmap, batch 1)."""
+    out = []
+    for layer in trace.layers:
+        s = gemm_shape(layer)
+        if layer.kind == "conv2d":
+            _, c, h, w = layer.a.shape
+            kh, kw = layer.w.shape[2:]
+            out.append(dict(name=layer.name, kind="conv2d", ifmap_h=h + 2 * layer.padding[0],
+                            ifmap_w=w + 2 * layer.padding[1], filt_h=kh, filt_w=kw,
+                            channels=c, num_filters=layer.w.shape[0],
+                            stride=layer.stride[0]))
+        else:
+            out.append(dict(name=layer.name, kind="gemm", m=s.m, k=s.k, n=s.n))
+    return out
+
+
+def find_scalesim(arg: str | None) -> str | None:
+    for cand in (arg, os.environ.get("ACCELSIM_SCALESIM_PYTHON"),
+                 "/work/scalesim-venv/bin/python"):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--image", type=int, default=224, help="input image size (224)")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N timings (3)")
+    ap.add_argument("--scalesim-python", help="python with scalesim==3.0.0 installed")
+    ap.add_argument("--no-scalesim", action="store_true", help="skip the SCALE-Sim run")
+    args = ap.parse_args()
+
+    trace = resnet18_trace(density_a=0.5, density_w=0.4, seed=0, image=args.image)
+    hw = accelsim.load_hwconfig("dense_os_32x32", {"zero_policy": "skip_both"})
+    accelsim.simulate(trace, hw)  # warm-up (imports, numba compilation cache)
+    t_sim = best_of(lambda: accelsim.simulate(trace, hw), args.repeat)
+    df = accelsim.simulate(trace, hw)
+
+    gemms = [(lower_a(layer).astype(np.float32), lower_w(layer).astype(np.float32))
+             for layer in trace.layers]
+    t_np = best_of(lambda: [np.matmul(a, w) for a, w in gemms], args.repeat)
+    macs = int(df.macs_dense.sum())
+    print(f"workload: synthetic ResNet-18 shape, {len(trace)} layers at {args.image}x"
+          f"{args.image}, {macs / 1e9:.2f} GMACs dense; hw: 32x32 os skip_both")
+    print(f"accelsim simulate : {t_sim:8.3f} s  ({int(df.cycles.sum())} cycles simulated)")
+    print(f"numpy f32 GEMMs   : {t_np:8.3f} s  ({2 * macs / t_np / 1e9:.1f} GFLOP/s)")
+    print(f"ratio accelsim/numpy: {t_sim / t_np:.2f}x")
+
+    py = None if args.no_scalesim else find_scalesim(args.scalesim_python)
+    if py is None:
+        print("SCALE-Sim: skipped (no python with scalesim==3.0.0; see --help)")
+        return 0
+    dense_hw = accelsim.load_hwconfig("dense_os_32x32")
+    t_dense = best_of(lambda: accelsim.simulate(trace, dense_hw), args.repeat)
+    dense = accelsim.simulate(trace, dense_hw)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "layers.json"
+        spec.write_text(json.dumps(scalesim_layers(trace)))
+        t0 = time.perf_counter()
+        proc = subprocess.run([py, str(HERE / "scalesim_runner.py"), str(spec), "--rows", "32",
+                               "--cols", "32", "--dataflow", "os"], capture_output=True,
+                              text=True)
+        t_ss = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(f"SCALE-Sim: failed ({proc.stderr.strip().splitlines()[-1:]})")
+        return 0
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    ss_cycles = [int(r["total_cycles"]) for r in res["layers"]]
+    agree = sum(int(a) == b + 1 for a, b in zip(dense.cycles, ss_cycles, strict=True))
+    print(f"accelsim dense    : {t_dense:8.3f} s")
+    print(f"SCALE-Sim v3 dense: {t_ss:8.3f} s wall ({res['wall_s']:.3f} s in its API)")
+    print(f"ratio SCALE-Sim/accelsim (dense): {t_ss / t_dense:.0f}x; cycles agree "
+          f"(accelsim == SCALE-Sim + 1) on {agree}/{len(ss_cycles)} layers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
