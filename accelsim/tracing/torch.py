@@ -527,7 +527,7 @@ def trace_torch(model, inputs: Any, path: str | os.PathLike | None = None, *,
     prov: dict[str, Any] = {
         "tracer": "accelsim.trace_torch",
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "quantize": ({"activations": "int8 symmetric per-tensor",
                       "weights": "int8 symmetric per-output-channel (axis 0)"}
                      if quantize == "int8" else "none"),
