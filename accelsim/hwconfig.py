@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ import yaml
 from .errors import ConfigError
 
 DATAFLOWS = ("os", "ws", "is")
+DRAM_TYPES = ("LPDDR4", "DDR3", "GDDR5", "HBM2")
+FORMAT_KINDS = ("dense", "bitmask", "rle", "csr", "coo")
 ZERO_POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
 
 #: repository directory with the shipped configs (present in a source checkout)
@@ -56,6 +59,51 @@ class PrecisionConfig:
 
 
 @dataclass(frozen=True)
+class DramConfig:
+    type: str = opt("LPDDR4", choices=DRAM_TYPES, doc="DRAM technology (prices energy)")
+    bandwidth_bytes_per_cycle: float = opt(math.inf, gt=0, doc="bytes per cycle; .inf = "
+                                                               "unlimited")
+
+
+@dataclass(frozen=True)
+class GlbConfig:
+    a_kib: float = opt(64.0, gt=0, doc="activation partition, KiB")
+    w_kib: float = opt(64.0, gt=0, doc="weight partition, KiB")
+    out_kib: float = opt(64.0, gt=0, doc="output / partial-sum partition, KiB")
+    bandwidth_bytes_per_cycle: float = opt(math.inf, gt=0, doc="GLB <-> array bytes per "
+                                                               "cycle; .inf = unlimited")
+    double_buffer: bool = opt(True, doc="overlap the next fold's transfers with compute")
+
+
+@dataclass(frozen=True)
+class RfConfig:
+    a_bytes: int = opt(16, ge=1, doc="per-PE activation register file, bytes")
+    w_bytes: int = opt(16, ge=1, doc="per-PE weight register file, bytes")
+    out_bytes: int = opt(16, ge=1, doc="per-PE partial-sum register file, bytes")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    dram: DramConfig = opt(DramConfig, doc="off-chip memory")
+    glb: GlbConfig = opt(GlbConfig, doc="global buffer (SRAM), one partition per operand")
+    rf: RfConfig = opt(RfConfig, doc="PE register files")
+
+
+@dataclass(frozen=True)
+class FormatConfig:
+    kind: str = opt("dense", choices=FORMAT_KINDS, doc="compressed format")
+    run_bits: int = opt(4, ge=1, le=32, doc="rle: bits per zero-run field")
+    index_bits: int = opt(8, ge=1, le=32, doc="csr/coo: bits per coordinate")
+    ptr_bits: int = opt(16, ge=1, le=64, doc="csr: bits per fiber pointer")
+
+
+@dataclass(frozen=True)
+class FormatsConfig:
+    a: FormatConfig = opt(FormatConfig, doc="activation operand format")
+    w: FormatConfig = opt(FormatConfig, doc="weight operand format")
+
+
+@dataclass(frozen=True)
 class HwConfig:
     name: str = opt(doc="config name")
     array: ArrayConfig = opt(doc="PE array")
@@ -64,7 +112,24 @@ class HwConfig:
                            doc="what PEs do with zero operands")
     clock_ghz: float = opt(1.0, gt=0, le=100, doc="clock frequency")
     precision: PrecisionConfig = opt(PrecisionConfig, doc="operand bit widths")
+    memory: MemoryConfig = opt(MemoryConfig, doc="memory hierarchy")
+    formats: FormatsConfig = opt(FormatsConfig, doc="compressed formats per operand")
+    energy: str = opt("45nm_horowitz", doc="energy table: a name in hwconfigs/energy/ or a "
+                                           "path")
     description: str = opt("", doc="free text")
+
+    def _validate(self, where: str, prefix: str) -> None:
+        r, c = self.array.rows, self.array.cols
+        glb = self.memory.glb
+        for key, kib, bits, what in (("a_kib", glb.a_kib, self.precision.a_bits, "activations"),
+                                     ("w_kib", glb.w_kib, self.precision.w_bits, "weights"),
+                                     ("out_kib", glb.out_kib, self.precision.out_bits,
+                                      "partial sums")):
+            need = r * c * -(-bits // 8)
+            if kib * 1024 < need:
+                raise ConfigError(
+                    f"{where}: {prefix}memory.glb.{key}: expected at least {need / 1024:g} "
+                    f"KiB to hold one {r}x{c} tile of {bits}-bit {what}, got {kib:g}")
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:
