@@ -25,6 +25,7 @@ import numpy as np
 from .dataflow import Plan, make_plan
 from .errors import SimulationError
 from .hwconfig import HwConfig
+from .memory import MemoryResult, simulate_memory
 from .trace import Layer
 from .workload import GemmShape, gemm_shape, lower_a, lower_w
 
@@ -163,10 +164,12 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig) -> GemmResult:
 
 
 def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
-    """Simulate one GEMM ``a[M, K] @ w[K, N]``; returns the integer counts."""
-    a = np.asarray(a)
-    w = np.asarray(w)
-    return simulate_masks((a != 0)[None, None], (w != 0)[None, None], hw).as_dict()
+    """Simulate one GEMM ``a[M, K] @ w[K, N]`` as a linear layer; returns every integer
+    count (MACs, folds, cycles, traffic)."""
+    from .trace import linear
+
+    layer = linear("gemm", np.asarray(a), np.ascontiguousarray(np.asarray(w).T))
+    return simulate_layer(layer, hw).as_dict()
 
 
 @dataclass
@@ -175,6 +178,7 @@ class LayerStats:
 
     shape: GemmShape
     gemm: GemmResult
+    mem: MemoryResult
     nnz_a: int
     size_a: int
     nnz_w: int
@@ -185,11 +189,16 @@ class LayerStats:
         return self.gemm.compute_cycles
 
     @property
+    def stall_cycles(self) -> int:
+        return self.mem.stall_cycles
+
+    @property
     def cycles(self) -> int:
-        return self.gemm.compute_cycles
+        return self.mem.cycles
 
     def as_dict(self) -> dict[str, int]:
-        return self.gemm.as_dict() | {"cycles": self.cycles}
+        return (self.gemm.as_dict() | self.mem.counts
+                | {"stall_cycles": self.stall_cycles, "cycles": self.cycles})
 
 
 def layer_masks(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +216,9 @@ def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
                               f"64-bit counters")
     az, wz = layer_masks(layer)
     res = simulate_masks(az, wz, hw)
+    mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
+                          res.macs_performed, res.macs_gated)
     a = np.asarray(layer.a)
     w = np.asarray(layer.w)
-    return LayerStats(shape=shape, gemm=res, nnz_a=int(np.count_nonzero(a)), size_a=a.size,
-                      nnz_w=int(np.count_nonzero(w)), size_w=w.size)
+    return LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
+                      size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size)

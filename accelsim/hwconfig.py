@@ -28,6 +28,7 @@ from .errors import ConfigError
 DATAFLOWS = ("os", "ws", "is")
 DRAM_TYPES = ("LPDDR4", "DDR3", "GDDR5", "HBM2")
 FORMAT_KINDS = ("dense", "bitmask", "rle", "csr", "coo")
+MAC_TYPES = ("auto", "int8", "int16", "fp16", "fp32")
 ZERO_POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
 
 #: repository directory with the shipped configs (present in a source checkout)
@@ -56,6 +57,8 @@ class PrecisionConfig:
     a_bits: int = opt(8, ge=1, le=64, doc="activation operand width")
     w_bits: int = opt(8, ge=1, le=64, doc="weight operand width")
     out_bits: int = opt(32, ge=1, le=64, doc="partial-sum / output width")
+    mac_type: str = opt("auto", choices=MAC_TYPES, doc="MAC arithmetic for energy; auto: "
+                                                       "int8/int16 by operand width")
 
 
 @dataclass(frozen=True)

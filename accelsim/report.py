@@ -10,23 +10,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .energy import energy_of, load_energy_table, prices
 from .engine import LayerStats, simulate_layer
 from .hwconfig import HwConfig, load_hwconfig
+from .memory import TRAFFIC_KEYS
 from .trace import Trace, load_trace
 
 #: integer count columns (summed in totals)
 COUNT_COLUMNS = [
     "macs_dense", "macs_performed", "macs_gated", "macs_skipped",
-    "folds", "compute_cycles", "cycles",
+    "folds", "compute_cycles", "stall_cycles", "cycles", *TRAFFIC_KEYS,
 ]
 #: columns shown by the CLI by default
 BRIEF_COLUMNS = [
     "layer", "kind", "m", "k", "n", "frames", "macs_dense", "macs_performed",
-    "macs_gated", "macs_skipped", "cycles", "util", "density_a", "density_w",
+    "macs_gated", "macs_skipped", "compute_cycles", "stall_cycles", "cycles", "util",
+    "density_a", "density_w", "dram_bytes", "glb_bytes", "energy_pj",
 ]
+#: extra column groups the CLI can show with --columns
+ENERGY_COLUMNS = ["energy_mac_pj", "energy_rf_pj", "energy_glb_pj", "energy_dram_pj",
+                  "energy_leakage_pj", "energy_pj"]
 
 
-def layer_row(stats: LayerStats, hw: HwConfig) -> dict[str, Any]:
+def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[str, Any]:
     s = stats.shape
     g = stats.gemm
     pes = hw.array.rows * hw.array.cols * hw.array.macs_per_pe
@@ -37,7 +43,8 @@ def layer_row(stats: LayerStats, hw: HwConfig) -> dict[str, Any]:
         "folds": g.folds,
         "macs_dense": g.macs_dense, "macs_performed": g.macs_performed,
         "macs_gated": g.macs_gated, "macs_skipped": g.macs_skipped,
-        "compute_cycles": g.compute_cycles, "cycles": cycles,
+        "compute_cycles": g.compute_cycles, "stall_cycles": stats.stall_cycles,
+        "cycles": cycles,
         "util": (g.macs_performed + g.macs_gated) / (cycles * pes) if cycles else 0.0,
         "density_a": stats.nnz_a / stats.size_a,
         "density_w": stats.nnz_w / stats.size_w,
@@ -45,11 +52,15 @@ def layer_row(stats: LayerStats, hw: HwConfig) -> dict[str, Any]:
         "nnz_w": stats.nnz_w, "size_w": stats.size_w,
         "latency_s": cycles / (hw.clock_ghz * 1e9),
     }
+    row.update(stats.mem.counts)
+    row["dram_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("dram_"))
+    row["glb_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("glb_"))
+    row.update(energy_of(row, price))
     return row
 
 
 _INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
-                "size_w"]
+                "size_w", "dram_bytes", "glb_bytes"]
 
 
 def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
@@ -65,12 +76,13 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         hw = load_hwconfig(hw, overrides)
     elif overrides:
         hw = hw.with_overrides(overrides)
-    rows = [layer_row(simulate_layer(layer, hw), hw) for layer in trace.layers]
+    price = prices(hw, load_energy_table(hw.energy))
+    rows = [layer_row(simulate_layer(layer, hw), hw, price) for layer in trace.layers]
     df = pd.DataFrame(rows)
     for col in COUNT_COLUMNS + _INT_COLUMNS:
         df[col] = df[col].astype(np.int64)
     df.attrs.update(hw=hw.name, hw_hash=hw.config_hash(), trace=trace.model,
-                    clock_ghz=hw.clock_ghz,
+                    clock_ghz=hw.clock_ghz, hwconfig=hw.to_dict(),
                     pes=hw.array.rows * hw.array.cols * hw.array.macs_per_pe)
     return df
 

@@ -132,7 +132,7 @@ def test_result_fields_are_python_ints():
     rng = np.random.default_rng(0)
     res = reference.simulate_gemm(sparse_int8(rng, (3, 4), 0.5), sparse_int8(rng, (4, 2), 0.5),
                                   hw_of(2, 2, 1, "os", "skip_both"))
-    assert set(res) == set(FIELDS)
+    assert set(FIELDS) <= set(res)
     assert all(type(v) is int for v in res.values())
 
 
@@ -313,6 +313,10 @@ def test_reference_im2col_matches_direct_conv(xshape, wshape, stride, padding, d
         np.testing.assert_array_equal(yg, expect)
 
 
+def _mac_fields(res):
+    return {k: v for k, v in res.items() if k in FIELDS}
+
+
 def test_reference_layer_sums_gemms():
     rng = np.random.default_rng(2)
     hw = hw_of(2, 3, 2, "ws", "skip_both")
@@ -321,16 +325,17 @@ def test_reference_layer_sums_gemms():
         out = dict.fromkeys(FIELDS, 0)
         for ga, gw in pairs:
             for key, v in reference.simulate_gemm(ga, gw, hw).items():
-                out[key] += v
+                if key in out:  # MAC and compute-cycle fields add up over GEMMs
+                    out[key] += v
         return out
 
     # linear with frames: one GEMM per frame, input flattened to [-1, in]
     x, wt = sparse_int8(rng, (2, 3, 2, 5), 0.5), sparse_int8(rng, (4, 5), 0.5)
-    got = reference.simulate_layer(linear("l", x, wt, frames=True), hw)
+    got = _mac_fields(reference.simulate_layer(linear("l", x, wt, frames=True), hw))
     assert got == total([(x[f].reshape(-1, 5), wt.T) for f in range(2)])
     # matmul: one GEMM per leading index
     a, b = sparse_int8(rng, (2, 3, 4, 5), 0.5), sparse_int8(rng, (2, 3, 5, 2), 0.5)
-    got = reference.simulate_layer(matmul("m", a, b), hw)
+    got = _mac_fields(reference.simulate_layer(matmul("m", a, b), hw))
     assert got == total([(a[i, j], b[i, j]) for i in range(2) for j in range(3)])
     # conv2d / conv1d: dense GEMM count and shape of the lowering
     x, wt = np.ones((1, 4, 5, 5), np.int8), np.ones((6, 2, 3, 3), np.int8)

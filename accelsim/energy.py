@@ -1,0 +1,215 @@
+"""Energy tables and pricing: energy = sum of action counts x price per action.
+
+Counts stay in the simulation result, so :func:`reprice` prices them again under another
+table without simulating.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from .errors import ConfigError
+from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build
+
+ENERGY_DIR = HWCONFIG_DIR / "energy"
+MAC_TYPES = ("int8", "int16", "fp16", "fp32")
+COMPONENTS = ("mac", "rf", "glb", "dram", "leakage")
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    name: str
+    mac: Mapping[str, Mapping[str, float]]  # dtype -> performed/gated/skipped
+    rf_read: float
+    rf_write: float
+    sram_points: tuple[tuple[float, float], ...]  # (KiB, pJ/byte), sorted by size
+    sram_write_factor: float
+    dram_pj_per_bit: Mapping[str, float]
+    leak_pe_mw: float
+    leak_sram_mw_per_kib: float
+
+    def sram_pj_per_byte(self, kib: float) -> float:
+        """Read energy per byte of an SRAM of ``kib`` KiB (log2-linear interpolation)."""
+        pts = self.sram_points
+        if kib <= pts[0][0]:
+            return pts[0][1]
+        if kib >= pts[-1][0]:
+            return pts[-1][1]
+        for (k0, e0), (k1, e1) in zip(pts, pts[1:], strict=False):
+            if k0 <= kib <= k1:
+                t = (math.log2(kib) - math.log2(k0)) / (math.log2(k1) - math.log2(k0))
+                return e0 + t * (e1 - e0)
+        raise AssertionError("unreachable")
+
+
+def _num(d: Any, key: str, where: str, path: str) -> float:
+    if not isinstance(d, Mapping) or key not in d:
+        raise ConfigError(f"{where}: {path}{key}: missing required key")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        raise ConfigError(f"{where}: {path}{key}: expected a number >= 0, got {v!r}")
+    return float(v)
+
+
+def _check_keys(d: Any, allowed: set[str], where: str, path: str) -> None:
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: {path.rstrip('.') or 'top level'}: expected a mapping")
+    for k in d:
+        if k not in allowed:
+            raise ConfigError(f"{where}: {path}{k}: unknown key (expected one of "
+                              f"{', '.join(sorted(allowed))})")
+
+
+def resolve_energy_path(name: str | os.PathLike, base: Path | None = None) -> Path:
+    p = Path(name)
+    cands = [p]
+    if base is not None:
+        cands.append(base / p)
+    cands += [ENERGY_DIR / p.name, ENERGY_DIR / f"{p.name}.yaml"]
+    for c in cands:
+        if c.is_file():
+            return c
+    raise ConfigError(f"energy table {str(name)!r}: not found (looked in {ENERGY_DIR})")
+
+
+def load_energy_table(name: str | os.PathLike | Mapping[str, Any]) -> EnergyTable:
+    """Load an energy table by name (``45nm_horowitz``), path or mapping; strict."""
+    if isinstance(name, Mapping):
+        raw, where = dict(name), "energy table"
+    else:
+        path = resolve_energy_path(name)
+        where = path.name
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            raise ConfigError(f"{where}: invalid YAML") from None
+    _check_keys(raw, {"name", "mac", "rf", "sram", "dram_pj_per_bit", "leakage"}, where, "")
+    mac = raw.get("mac")
+    _check_keys(mac, set(MAC_TYPES), where, "mac.")
+    prices = {}
+    for dt, entry in mac.items():
+        _check_keys(entry, {"performed", "gated", "skipped"}, where, f"mac.{dt}.")
+        prices[dt] = {a: _num(entry, a, where, f"mac.{dt}.")
+                      for a in ("performed", "gated", "skipped")}
+    rf = raw.get("rf")
+    _check_keys(rf, {"read_pj_per_byte", "write_pj_per_byte"}, where, "rf.")
+    sram = raw.get("sram")
+    _check_keys(sram, {"points", "write_factor"}, where, "sram.")
+    pts = sram.get("points")
+    if not isinstance(pts, list) or not pts:
+        raise ConfigError(f"{where}: sram.points: expected a non-empty list")
+    points = []
+    for i, pt in enumerate(pts):
+        _check_keys(pt, {"kib", "pj_per_byte"}, where, f"sram.points[{i}].")
+        kib = _num(pt, "kib", where, f"sram.points[{i}].")
+        if kib <= 0:
+            raise ConfigError(f"{where}: sram.points[{i}].kib: expected a number > 0")
+        points.append((kib, _num(pt, "pj_per_byte", where, f"sram.points[{i}].")))
+    dram = raw.get("dram_pj_per_bit")
+    _check_keys(dram, set(DRAM_TYPES), where, "dram_pj_per_bit.")
+    leak = raw.get("leakage")
+    _check_keys(leak, {"pe_mw", "sram_mw_per_kib"}, where, "leakage.")
+    return EnergyTable(
+        name=str(raw.get("name", where)), mac=prices,
+        rf_read=_num(rf, "read_pj_per_byte", where, "rf."),
+        rf_write=_num(rf, "write_pj_per_byte", where, "rf."),
+        sram_points=tuple(sorted(points)),
+        sram_write_factor=float(sram.get("write_factor", 1.0)),
+        dram_pj_per_bit={k: _num(dram, k, where, "dram_pj_per_bit.") for k in dram},
+        leak_pe_mw=_num(leak, "pe_mw", where, "leakage."),
+        leak_sram_mw_per_kib=_num(leak, "sram_mw_per_kib", where, "leakage."),
+    )
+
+
+def mac_type(hw: HwConfig) -> str:
+    if hw.precision.mac_type != "auto":
+        return hw.precision.mac_type
+    bits = max(hw.precision.a_bits, hw.precision.w_bits)
+    return "int8" if bits <= 8 else "int16" if bits <= 16 else "fp32"
+
+
+def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
+    """Price of every action for ``hw`` under ``table`` (pJ per count)."""
+    mt = mac_type(hw)
+    if mt not in table.mac:
+        raise ConfigError(f"{table.name}: mac.{mt}: missing, needed by {hw.name} "
+                          f"(precision {mt})")
+    dt = hw.memory.dram.type
+    if dt not in table.dram_pj_per_bit:
+        raise ConfigError(f"{table.name}: dram_pj_per_bit.{dt}: missing, needed by {hw.name}")
+    glb = hw.memory.glb
+    wf = table.sram_write_factor
+    p = {f"mac_{a}": table.mac[mt][a] for a in ("performed", "gated", "skipped")}
+    p["rf_read"], p["rf_write"] = table.rf_read, table.rf_write
+    for op, kib in (("a", glb.a_kib), ("w", glb.w_kib), ("out", glb.out_kib)):
+        e = table.sram_pj_per_byte(kib)
+        p[f"glb_{op}_read"], p[f"glb_{op}_write"] = e, e * wf
+    p["dram"] = table.dram_pj_per_bit[dt] * 8
+    pes = hw.array.rows * hw.array.cols
+    leak_mw = pes * table.leak_pe_mw + (glb.a_kib + glb.w_kib + glb.out_kib) * \
+        table.leak_sram_mw_per_kib
+    p["leakage_per_cycle"] = leak_mw / hw.clock_ghz  # mW x ns = pJ
+    return p
+
+
+def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, float]:
+    """Energy per component and in total (pJ) from a mapping of counts."""
+    c = counts
+    e = {}
+    e["mac"] = (c["macs_performed"] * p["mac_performed"] + c["macs_gated"] * p["mac_gated"]
+                + c["macs_skipped"] * p["mac_skipped"])
+    e["rf"] = ((c["rf_a_read_bytes"] + c["rf_w_read_bytes"] + c["rf_out_read_bytes"])
+               * p["rf_read"]
+               + (c["rf_a_write_bytes"] + c["rf_w_write_bytes"] + c["rf_out_write_bytes"])
+               * p["rf_write"])
+    glb = 0.0
+    for op in ("a", "w"):
+        glb += (c[f"glb_{op}_read_bytes"] + c[f"glb_{op}_read_meta_bytes"]) * p[f"glb_{op}_read"]
+        glb += ((c[f"glb_{op}_write_bytes"] + c[f"glb_{op}_write_meta_bytes"])
+                * p[f"glb_{op}_write"])
+    glb += c["glb_psum_read_bytes"] * p["glb_out_read"]
+    glb += (c["glb_psum_write_bytes"] + c["glb_out_write_bytes"]) * p["glb_out_write"]
+    e["glb"] = glb
+    dram_bytes = sum(c[k] for k in ("dram_a_read_bytes", "dram_a_read_meta_bytes",
+                                    "dram_w_read_bytes", "dram_w_read_meta_bytes",
+                                    "dram_psum_read_bytes", "dram_psum_write_bytes",
+                                    "dram_out_write_bytes"))
+    e["dram"] = dram_bytes * p["dram"]
+    e["leakage"] = c["cycles"] * p["leakage_per_cycle"]
+    out = {f"energy_{k}_pj": float(v) for k, v in e.items()}
+    out["energy_pj"] = float(sum(e.values()))
+    return out
+
+
+def reprice(result: pd.DataFrame, table: str | os.PathLike | Mapping | EnergyTable,
+            hw: HwConfig | None = None) -> pd.DataFrame:
+    """Energy of a simulation result under another table, from its stored counts.
+
+    ``result`` is a DataFrame returned by :func:`accelsim.simulate` (the hardware config
+    travels in ``result.attrs``; pass ``hw`` for a DataFrame read back from a file).
+    Returns a copy with every ``energy_*`` column recomputed."""
+    if hw is None:
+        raw = result.attrs.get("hwconfig")
+        if raw is None:
+            raise ConfigError("reprice: result carries no hardware config; pass hw=")
+        hw = build(HwConfig, raw, "reprice")
+    if not isinstance(table, EnergyTable):
+        table = load_energy_table(table)
+    p = prices(hw, table)
+    out = result.copy()
+    is_layer = out["kind"] != "total" if "kind" in out else pd.Series(True, index=out.index)
+    rows = [energy_of(r, p) for r in out.loc[is_layer].to_dict("records")]
+    for col in rows[0] if rows else []:
+        out.loc[is_layer, col] = [r[col] for r in rows]
+        if (~is_layer).any():
+            out.loc[~is_layer, col] = out.loc[is_layer, col].sum()
+    out.attrs = dict(result.attrs) | {"energy_table": table.name}
+    return out

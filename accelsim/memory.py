@@ -1,0 +1,273 @@
+"""Memory hierarchy: compressed tile sizes, traffic per level and operand, and stalls.
+
+Implements ``docs/memory-model.md`` exactly, in bulk over folds; the reference model
+implements the same specification fold by fold. Tiles are described in *fiber layout*:
+A as [M, K] (fibers are rows) and W transposed, [N, K] (fibers are W's columns), so a
+tile is a block of fibers x a K range, flattened row-major.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dataflow import Plan
+from .errors import SimulationError
+from .hwconfig import FormatConfig, HwConfig
+from .kernels import block_nnz_rle
+from .trace import Layer
+
+#: traffic columns in report order
+TRAFFIC_KEYS = (
+    "dram_a_read_bytes", "dram_a_read_meta_bytes", "dram_w_read_bytes",
+    "dram_w_read_meta_bytes", "dram_psum_read_bytes", "dram_psum_write_bytes",
+    "dram_out_write_bytes",
+    "glb_a_write_bytes", "glb_a_write_meta_bytes", "glb_w_write_bytes",
+    "glb_w_write_meta_bytes",
+    "glb_a_read_bytes", "glb_a_read_meta_bytes", "glb_w_read_bytes", "glb_w_read_meta_bytes",
+    "glb_psum_read_bytes", "glb_psum_write_bytes", "glb_out_write_bytes",
+    "rf_a_read_bytes", "rf_w_read_bytes", "rf_a_write_bytes", "rf_w_write_bytes",
+    "rf_out_read_bytes", "rf_out_write_bytes",
+)
+
+
+def format_bits(fmt: FormatConfig, bits: int, nnz, numel, fibers, entries):
+    """(data bits, metadata bits) of tiles, elementwise over arrays of tile statistics."""
+    kind = fmt.kind
+    nnz = np.asarray(nnz, np.int64)
+    numel = np.asarray(numel, np.int64)
+    if kind == "dense":
+        return numel * bits, np.zeros_like(numel)
+    if kind == "bitmask":
+        return nnz * bits, numel
+    if kind == "rle":
+        entries = np.asarray(entries, np.int64)
+        return entries * bits, entries * fmt.run_bits
+    if kind == "csr":
+        return nnz * bits, nnz * fmt.index_bits + (np.asarray(fibers, np.int64) + 1) * fmt.ptr_bits
+    if kind == "coo":
+        return nnz * bits, nnz * (2 * fmt.index_bits)
+    raise ValueError(f"unknown format {kind!r}")
+
+
+def _bytes(bits):
+    return (np.asarray(bits, np.int64) + 7) // 8
+
+
+def _extents(total: int, block: int) -> np.ndarray:
+    n = -(-total // block)
+    e = np.full(n, block, np.int64)
+    e[-1] = total - block * (n - 1)
+    return e
+
+
+def tile_bytes(mask: np.ndarray, bx: int, by: int, fmt: FormatConfig,
+               bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Compressed (data, metadata) bytes of every bx x by tile of a [B, X, Y] fiber-layout
+    mask: int64 arrays [B, ceil(X/bx), ceil(Y/by)]."""
+    nb, nx, ny = mask.shape
+    rows = _extents(nx, bx)[:, None]
+    cols = _extents(ny, by)[None, :]
+    numel = np.broadcast_to(rows * cols, (nb,) + (rows.size, cols.size))
+    if fmt.kind == "dense":
+        nnz = entries = numel
+    else:
+        nnz, entries = block_nnz_rle(mask, bx, by, fmt.run_bits if fmt.kind == "rle" else 0)
+    d, m = format_bits(fmt, bits, nnz, numel, rows, entries)
+    return _bytes(d), _bytes(m)
+
+
+def tile_sizes(mask2d: np.ndarray, kind: str, bits: int, run_bits: int = 4,
+               index_bits: int = 8, ptr_bits: int = 16) -> tuple[int, int]:
+    """(data bits, metadata bits) of one tile, flattened row-major, fibers = rows."""
+    m = np.asarray(mask2d) != 0
+    fmt = FormatConfig(kind=kind, run_bits=run_bits, index_bits=index_bits,
+                       ptr_bits=ptr_bits)
+    nnz, entries = block_nnz_rle(m[None], m.shape[0], m.shape[1], run_bits)
+    d, mb = format_bits(fmt, bits, nnz[0, 0, 0], m.size, m.shape[0], entries[0, 0, 0])
+    return int(d), int(mb)
+
+
+def _spread(total: np.ndarray, n: int) -> np.ndarray:
+    """Integer shares of ``total`` (any shape) over ``n`` folds: [..., n]."""
+    idx = np.arange(n, dtype=np.int64)
+    t = np.asarray(total, np.int64)[..., None]
+    return (t * (idx + 1)) // n - (t * idx) // n
+
+
+def _pass_shares(per_pass: np.ndarray, per_outer: np.ndarray, no: int, ni: int) -> np.ndarray:
+    """DRAM bytes per fold [..., no, ni] for passes of ``per_pass`` bytes: one pass over all
+    folds where ``per_outer`` is False, else one pass per outer index."""
+    once = _spread(per_pass, no * ni).reshape(per_pass.shape + (no, ni))
+    each = np.broadcast_to(_spread(per_pass, ni)[..., None, :], per_pass.shape + (no, ni))
+    return np.where(np.asarray(per_outer)[..., None, None], each, once)
+
+
+def _unique_a_mask(layer: Layer, az: np.ndarray) -> np.ndarray:
+    """The A operand as DRAM holds it, in fiber layout [F*P, rows, last]."""
+    if layer.kind not in ("conv1d", "conv2d"):
+        return az.reshape((-1,) + az.shape[-2:])
+    x = np.asarray(layer.a) != 0
+    if not layer.frames:
+        x = x[None]
+    nf, nb, c = x.shape[:3]
+    g = layer.groups
+    sp = x.shape[3:]
+    x = x.reshape((nf, nb, g, c // g) + sp)
+    x = np.moveaxis(x, 2, 1)  # [F, G, N, C/G, *sp]
+    return np.ascontiguousarray(x).reshape(nf * g, -1, sp[-1])
+
+
+@dataclass
+class MemoryResult:
+    counts: dict[str, int]
+    compute_cycles: int
+    stall_cycles: int
+    cycles: int
+
+
+def _ceil_div(x: np.ndarray, bw: float) -> np.ndarray:
+    if math.isinf(bw):
+        return np.zeros(x.shape, np.int64)
+    return np.ceil(x / bw).astype(np.int64)
+
+
+def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
+                    fold_cycles: np.ndarray, performed: int, gated: int) -> MemoryResult:
+    """Traffic and stalls of one layer. ``az`` [F, P, M, K] and ``wz`` [Fw, P, K, N] are
+    nonzero masks; ``fold_cycles`` [F, P, row folds, col folds] from the engine."""
+    nf, npf, m, k = az.shape
+    n = wz.shape[-1]
+    r, c = plan.rows, plan.cols
+    prec = hw.precision
+    fa, fw = hw.formats.a, hw.formats.w
+    glb = hw.memory.glb
+    a_cap, w_cap, out_cap = glb.a_kib * 1024, glb.w_kib * 1024, glb.out_kib * 1024
+    wt = np.swapaxes(wz, -1, -2)  # [Fw, P, N, K]
+    wt3 = wt.reshape((-1,) + wt.shape[-2:])
+    az3 = az.reshape((-1,) + az.shape[-2:])
+    fwn = wz.shape[0]
+    df = plan.dataflow
+
+    # --- per-fold tiles in memory order [F, P, n_outer, n_inner]
+    if df == "os":  # i over M (outer), j over N (inner)
+        no, ni = -(-m // r), -(-n // c)
+        ad, am = tile_bytes(az3, r, k, fa, prec.a_bits)  # [B, no, 1]
+        wd, wm = tile_bytes(wt3, c, k, fw, prec.w_bits)  # [Bw, ni, 1]
+        a_d = ad.reshape(nf, npf, no, 1)
+        a_m = am.reshape(nf, npf, no, 1)
+        w_d = wd.reshape(fwn, npf, 1, ni)
+        w_m = wm.reshape(fwn, npf, 1, ni)
+        order_cycles = fold_cycles
+    elif df == "ws":  # j over N (outer), kt over K (inner)
+        no, ni = -(-n // c), -(-k // r)
+        ad, am = tile_bytes(az3, m, r, fa, prec.a_bits)  # [B, 1, ni]
+        wd, wm = tile_bytes(wt3, c, r, fw, prec.w_bits)  # [Bw, no, ni]
+        a_d = ad.reshape(nf, npf, 1, ni)
+        a_m = am.reshape(nf, npf, 1, ni)
+        w_d = wd.reshape(fwn, npf, no, ni)
+        w_m = wm.reshape(fwn, npf, no, ni)
+        order_cycles = np.swapaxes(fold_cycles, -1, -2)
+    else:  # "is": i over M (outer), kt over K (inner)
+        no, ni = -(-m // c), -(-k // r)
+        ad, am = tile_bytes(az3, c, r, fa, prec.a_bits)  # [B, no, ni]
+        wd, wm = tile_bytes(wt3, n, r, fw, prec.w_bits)  # [Bw, 1, ni]
+        a_d = ad.reshape(nf, npf, no, ni)
+        a_m = am.reshape(nf, npf, no, ni)
+        w_d = wd.reshape(fwn, npf, 1, ni)
+        w_m = wm.reshape(fwn, npf, 1, ni)
+        order_cycles = np.swapaxes(fold_cycles, -1, -2)
+    grid = (nf, npf, no, ni)
+    a_d, a_m, w_d, w_m = (np.broadcast_to(x, grid) for x in (a_d, a_m, w_d, w_m))
+
+    # --- unique (DRAM) sizes and residency
+    ua_mask = _unique_a_mask(layer, az)
+    uad, uam = tile_bytes(ua_mask, ua_mask.shape[1], ua_mask.shape[2], fa, prec.a_bits)
+    ua_d = uad.reshape(nf, npf)
+    ua_m = uam.reshape(nf, npf)
+    uwd, uwm = tile_bytes(wt3, n, k, fw, prec.w_bits)
+    uw_d = np.broadcast_to(uwd.reshape(fwn, npf), (nf, npf))
+    uw_m = np.broadcast_to(uwm.reshape(fwn, npf), (nf, npf))
+    a_res = (ua_d + ua_m) <= a_cap
+    w_res = (uw_d + uw_m) <= w_cap
+    if layer.kind != "matmul" and nf > 1:
+        layer_w = int((uwd + uwm).sum())  # all groups of the layer, one copy
+        if layer_w <= w_cap:
+            keep = np.zeros((nf, npf), bool)
+            keep[0] = True
+            uw_d = np.where(keep, uw_d, 0)
+            uw_m = np.where(keep, uw_m, 0)
+    a_outer = np.zeros((nf, npf), bool) if df != "ws" else ~a_res
+    w_outer = np.zeros((nf, npf), bool) if df == "ws" else ~w_res
+    da_d = _pass_shares(ua_d, a_outer, no, ni)
+    da_m = _pass_shares(ua_m, a_outer, no, ni)
+    dw_d = _pass_shares(uw_d, w_outer, no, ni)
+    dw_m = _pass_shares(uw_m, w_outer, no, ni)
+
+    # --- partial sums and outputs
+    zeros = np.zeros(grid, np.int64)
+    if df == "os":
+        elems = _extents(m, r)[:, None] * _extents(n, c)[None, :]
+        out_w = np.broadcast_to(_bytes(elems * prec.a_bits), grid)
+        ps_r = ps_w = dps_r = dps_w = zeros
+    else:
+        blk = (m * _extents(n, c)) if df == "ws" else (_extents(m, c) * n)  # [no]
+        ps_bytes = _bytes(blk * prec.out_bits)[:, None]
+        kt = np.arange(ni)[None, :]
+        ps_r = np.broadcast_to(np.where(kt > 0, ps_bytes, 0), grid)
+        ps_w = np.broadcast_to(np.where(kt < ni - 1, ps_bytes, 0), grid)
+        spill = ps_bytes > out_cap
+        dps_r = np.broadcast_to(np.where(spill, ps_r[0, 0], 0), grid)
+        dps_w = np.broadcast_to(np.where(spill, ps_w[0, 0], 0), grid)
+        out_w = np.broadcast_to(np.where(kt == ni - 1, _bytes(blk * prec.a_bits)[:, None], 0),
+                                grid)
+
+    # --- register files
+    slots = performed + gated
+    ab, wb, ob = -(-prec.a_bits // 8), -(-prec.w_bits // 8), -(-prec.out_bits // 8)
+
+    counts = {
+        "dram_a_read_bytes": int(da_d.sum()), "dram_a_read_meta_bytes": int(da_m.sum()),
+        "dram_w_read_bytes": int(dw_d.sum()), "dram_w_read_meta_bytes": int(dw_m.sum()),
+        "dram_psum_read_bytes": int(dps_r.sum()), "dram_psum_write_bytes": int(dps_w.sum()),
+        "dram_out_write_bytes": int(out_w.sum()),
+        "glb_a_read_bytes": int(a_d.sum()), "glb_a_read_meta_bytes": int(a_m.sum()),
+        "glb_w_read_bytes": int(w_d.sum()), "glb_w_read_meta_bytes": int(w_m.sum()),
+        "glb_psum_read_bytes": int(ps_r.sum()), "glb_psum_write_bytes": int(ps_w.sum()),
+        "glb_out_write_bytes": int(out_w.sum()),
+        "rf_a_read_bytes": slots * ab, "rf_w_read_bytes": slots * wb,
+        "rf_out_read_bytes": performed * ob, "rf_out_write_bytes": performed * ob,
+    }
+    counts["glb_a_write_bytes"] = counts["dram_a_read_bytes"]
+    counts["glb_a_write_meta_bytes"] = counts["dram_a_read_meta_bytes"]
+    counts["glb_w_write_bytes"] = counts["dram_w_read_bytes"]
+    counts["glb_w_write_meta_bytes"] = counts["dram_w_read_meta_bytes"]
+    counts["rf_a_write_bytes"] = counts["glb_a_read_bytes"]
+    counts["rf_w_write_bytes"] = counts["glb_w_read_bytes"]
+    counts = {key: counts[key] for key in TRAFFIC_KEYS}
+    if max(counts.values()) >= 2**62:
+        raise SimulationError(f"layer {layer.name!r}: traffic overflows 64-bit counters")
+
+    # --- stall timeline over all folds of the layer, in memory order
+    def flat(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+
+    dram_in = flat(da_d + da_m + dw_d + dw_m + dps_r)
+    dram_out = flat(dps_w + out_w)
+    glb_in = flat(a_d + a_m + w_d + w_m + ps_r)
+    glb_out = flat(ps_w + out_w)
+    compute = flat(order_cycles)
+    zero = np.zeros(1, np.int64)
+    d_load = np.concatenate([dram_in, zero]) + np.concatenate([zero, dram_out])
+    g_load = np.concatenate([glb_in, zero]) + np.concatenate([zero, glb_out])
+    load = np.maximum(_ceil_div(d_load, hw.memory.dram.bandwidth_bytes_per_cycle),
+                      _ceil_div(g_load, glb.bandwidth_bytes_per_cycle))
+    compute_total = int(compute.sum())
+    if glb.double_buffer:
+        cycles = int(load[0]) + int(np.maximum(compute, load[1:]).sum())
+    else:
+        cycles = int(load.sum()) + compute_total
+    return MemoryResult(counts=counts, compute_cycles=compute_total,
+                        stall_cycles=cycles - compute_total, cycles=cycles)
