@@ -1,5 +1,6 @@
 """accelsim: a cycle-level simulator of sparse DNN accelerators on real traces."""
 
+from .energy import load_energy_table, reprice
 from .errors import AccelsimError, ConfigError, SimulationError, TraceError
 from .hwconfig import HwConfig, load_hwconfig
 from .report import simulate, totals, with_totals
@@ -15,8 +16,10 @@ __all__ = [
     "SimulationError",
     "Trace",
     "TraceError",
+    "load_energy_table",
     "load_hwconfig",
     "load_trace",
+    "reprice",
     "simulate",
     "totals",
     "with_totals",

@@ -31,7 +31,7 @@ def _fmt_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .hwconfig import load_hwconfig, parse_override
-    from .report import BRIEF_COLUMNS, simulate, with_totals, write_table
+    from .report import BRIEF_COLUMNS, ENERGY_COLUMNS, simulate, with_totals, write_table
     from .trace import load_trace
 
     overrides = dict(parse_override(s) for s in args.set or [])
@@ -47,6 +47,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                                 f"{', '.join(full.columns)}")
     elif args.all_columns:
         columns = list(full.columns)
+    elif args.show == "energy":
+        columns = ["layer", "kind", "cycles", *ENERGY_COLUMNS]
+    elif args.show == "traffic":
+        columns = ["layer", "kind", "compute_cycles", "stall_cycles", "cycles",
+                   *[c for c in full.columns if c.endswith("_bytes")]]
     else:
         columns = BRIEF_COLUMNS
     print(f"trace {trace.model} ({len(trace)} layers) on {hw.name}: {hw.array.rows}x"
@@ -54,9 +59,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
           f"zero policy {hw.zero_policy}, {hw.clock_ghz:g} GHz")
     print(_fmt_table(full, columns))
     tot = full.iloc[-1]
-    print(f"total: {int(tot['cycles'])} cycles = {tot['latency_s'] * 1e3:.4g} ms, "
-          f"{int(tot['macs_performed'])}/{int(tot['macs_dense'])} MACs performed, "
-          f"utilisation {tot['util']:.3f}")
+    print(f"total: {int(tot['cycles'])} cycles ({int(tot['stall_cycles'])} stall) = "
+          f"{tot['latency_s'] * 1e3:.4g} ms, {int(tot['macs_performed'])}/"
+          f"{int(tot['macs_dense'])} MACs performed, utilisation {tot['util']:.3f}, "
+          f"energy {tot['energy_pj'] / 1e6:.4g} uJ")
+    comp = {c[len("energy_"):-len("_pj")]: tot[c] for c in ENERGY_COLUMNS[:-1]}
+    if tot["energy_pj"] > 0:
+        print("energy breakdown: " + ", ".join(
+            f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items()))
     if args.output:
         try:
             write_table(full, args.output)
@@ -80,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="simulate a trace on a hardware config",
         description="Simulate every layer of TRACE on the hardware config and print one "
                     "row per layer plus a TOTAL row: MACs (dense, performed, gated, "
-                    "skipped), cycles and utilisation.")
+                    "skipped), compute/stall cycles, utilisation, memory traffic and "
+                    "energy.")
     s.add_argument("trace", help="trace directory (holding manifest.yaml)")
     s.add_argument("--hw", required=True,
                    help="hardware config YAML (a path, or the name of a shipped config "
@@ -92,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--columns", help="comma-separated columns to print")
     g.add_argument("--all-columns", action="store_true", help="print every column")
+    g.add_argument("--show", choices=("brief", "traffic", "energy"), default="brief",
+                   help="column group to print: brief (default), traffic (bytes per level, "
+                        "operand and direction, data and metadata apart) or energy (pJ per "
+                        "component)")
     s.set_defaults(func=_cmd_simulate)
     return p
 

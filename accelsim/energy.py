@@ -28,8 +28,7 @@ COMPONENTS = ("mac", "rf", "glb", "dram", "leakage")
 class EnergyTable:
     name: str
     mac: Mapping[str, Mapping[str, float]]  # dtype -> performed/gated/skipped
-    rf_read: float
-    rf_write: float
+    rf_points: tuple[tuple[float, float], ...]  # (bytes, pJ/byte), sorted by size
     sram_points: tuple[tuple[float, float], ...]  # (KiB, pJ/byte), sorted by size
     sram_write_factor: float
     dram_pj_per_bit: Mapping[str, float]
@@ -38,16 +37,24 @@ class EnergyTable:
 
     def sram_pj_per_byte(self, kib: float) -> float:
         """Read energy per byte of an SRAM of ``kib`` KiB (log2-linear interpolation)."""
-        pts = self.sram_points
-        if kib <= pts[0][0]:
-            return pts[0][1]
-        if kib >= pts[-1][0]:
-            return pts[-1][1]
-        for (k0, e0), (k1, e1) in zip(pts, pts[1:], strict=False):
-            if k0 <= kib <= k1:
-                t = (math.log2(kib) - math.log2(k0)) / (math.log2(k1) - math.log2(k0))
-                return e0 + t * (e1 - e0)
-        raise AssertionError("unreachable")
+        return _interp(self.sram_points, kib)
+
+    def rf_pj_per_byte(self, size_bytes: float) -> float:
+        """Access energy per byte of a register file of ``size_bytes`` bytes."""
+        return _interp(self.rf_points, size_bytes)
+
+
+def _interp(pts: tuple[tuple[float, float], ...], size: float) -> float:
+    """Linear interpolation in log2(size) between sorted (size, value) points; clamped."""
+    if size <= pts[0][0]:
+        return pts[0][1]
+    if size >= pts[-1][0]:
+        return pts[-1][1]
+    for (k0, e0), (k1, e1) in zip(pts, pts[1:], strict=False):
+        if k0 <= size <= k1:
+            t = (math.log2(size) - math.log2(k0)) / (math.log2(k1) - math.log2(k0))
+            return e0 + t * (e1 - e0)
+    raise AssertionError("unreachable")
 
 
 def _num(d: Any, key: str, where: str, path: str) -> float:
@@ -66,6 +73,21 @@ def _check_keys(d: Any, allowed: set[str], where: str, path: str) -> None:
         if k not in allowed:
             raise ConfigError(f"{where}: {path}{k}: unknown key (expected one of "
                               f"{', '.join(sorted(allowed))})")
+
+
+def _points(section: Mapping, unit: str, where: str, path: str) -> list[tuple[float, float]]:
+    pts = section.get("points")
+    if not isinstance(pts, list) or not pts:
+        raise ConfigError(f"{where}: {path}.points: expected a non-empty list")
+    out = []
+    for i, pt in enumerate(pts):
+        loc = f"{path}.points[{i}]."
+        _check_keys(pt, {unit, "pj_per_byte"}, where, loc)
+        size = _num(pt, unit, where, loc)
+        if size <= 0:
+            raise ConfigError(f"{where}: {loc}{unit}: expected a number > 0, got {size:g}")
+        out.append((size, _num(pt, "pj_per_byte", where, loc)))
+    return out
 
 
 def resolve_energy_path(name: str | os.PathLike, base: Path | None = None) -> Path:
@@ -100,27 +122,18 @@ def load_energy_table(name: str | os.PathLike | Mapping[str, Any]) -> EnergyTabl
         prices[dt] = {a: _num(entry, a, where, f"mac.{dt}.")
                       for a in ("performed", "gated", "skipped")}
     rf = raw.get("rf")
-    _check_keys(rf, {"read_pj_per_byte", "write_pj_per_byte"}, where, "rf.")
+    _check_keys(rf, {"points"}, where, "rf.")
+    rf_points = _points(rf, "bytes", where, "rf")
     sram = raw.get("sram")
     _check_keys(sram, {"points", "write_factor"}, where, "sram.")
-    pts = sram.get("points")
-    if not isinstance(pts, list) or not pts:
-        raise ConfigError(f"{where}: sram.points: expected a non-empty list")
-    points = []
-    for i, pt in enumerate(pts):
-        _check_keys(pt, {"kib", "pj_per_byte"}, where, f"sram.points[{i}].")
-        kib = _num(pt, "kib", where, f"sram.points[{i}].")
-        if kib <= 0:
-            raise ConfigError(f"{where}: sram.points[{i}].kib: expected a number > 0")
-        points.append((kib, _num(pt, "pj_per_byte", where, f"sram.points[{i}].")))
+    points = _points(sram, "kib", where, "sram")
     dram = raw.get("dram_pj_per_bit")
     _check_keys(dram, set(DRAM_TYPES), where, "dram_pj_per_bit.")
     leak = raw.get("leakage")
     _check_keys(leak, {"pe_mw", "sram_mw_per_kib"}, where, "leakage.")
     return EnergyTable(
         name=str(raw.get("name", where)), mac=prices,
-        rf_read=_num(rf, "read_pj_per_byte", where, "rf."),
-        rf_write=_num(rf, "write_pj_per_byte", where, "rf."),
+        rf_points=tuple(sorted(rf_points)),
         sram_points=tuple(sorted(points)),
         sram_write_factor=float(sram.get("write_factor", 1.0)),
         dram_pj_per_bit={k: _num(dram, k, where, "dram_pj_per_bit.") for k in dram},
@@ -148,7 +161,9 @@ def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
     glb = hw.memory.glb
     wf = table.sram_write_factor
     p = {f"mac_{a}": table.mac[mt][a] for a in ("performed", "gated", "skipped")}
-    p["rf_read"], p["rf_write"] = table.rf_read, table.rf_write
+    rf = hw.memory.rf
+    for op, size in (("a", rf.a_bytes), ("w", rf.w_bytes), ("out", rf.out_bytes)):
+        p[f"rf_{op}"] = table.rf_pj_per_byte(size)
     for op, kib in (("a", glb.a_kib), ("w", glb.w_kib), ("out", glb.out_kib)):
         e = table.sram_pj_per_byte(kib)
         p[f"glb_{op}_read"], p[f"glb_{op}_write"] = e, e * wf
@@ -166,10 +181,8 @@ def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, fl
     e = {}
     e["mac"] = (c["macs_performed"] * p["mac_performed"] + c["macs_gated"] * p["mac_gated"]
                 + c["macs_skipped"] * p["mac_skipped"])
-    e["rf"] = ((c["rf_a_read_bytes"] + c["rf_w_read_bytes"] + c["rf_out_read_bytes"])
-               * p["rf_read"]
-               + (c["rf_a_write_bytes"] + c["rf_w_write_bytes"] + c["rf_out_write_bytes"])
-               * p["rf_write"])
+    e["rf"] = sum((c[f"rf_{op}_read_bytes"] + c[f"rf_{op}_write_bytes"]) * p[f"rf_{op}"]
+                  for op in ("a", "w", "out"))
     glb = 0.0
     for op in ("a", "w"):
         glb += (c[f"glb_{op}_read_bytes"] + c[f"glb_{op}_read_meta_bytes"]) * p[f"glb_{op}_read"]
