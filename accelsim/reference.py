@@ -1,11 +1,11 @@
 """Slow, obviously-correct reference model: steps every PE cycle by cycle.
 
 This module is the test oracle for :mod:`accelsim.engine`. It is written from the
-model's semantics (``DESIGN.md`` section 2), not from the engine, and favours plain
-loops over speed: use it on small layers only.
+model's semantics (``DESIGN.md`` section 2, ``docs/memory-model.md``), not from the
+engine, and favours plain loops over speed: use it on small layers only.
 
-The model, per GEMM ``Y[M, N] = A[M, K] @ W[K, N]`` on an ``R x C`` array with ``p``
-MACs per PE:
+The compute model, per GEMM ``Y[M, N] = A[M, K] @ W[K, N]`` on an ``R x C`` array with
+``p`` MACs per PE:
 
 * the dataflow maps (rows dim, cols dim, time dim) to os: (M, N, K), ws: (K, N, M),
   is: (K, M, N);
@@ -16,6 +16,13 @@ MACs per PE:
   *gated* (``gate`` policy, a zero operand) or *performed*;
 * a fold takes ``fill`` cycles plus the cycles until its slowest PE is done, with
   ``fill = R + C - 2`` (os) or ``2R + C - 2`` (ws, is).
+
+The memory model (``docs/memory-model.md``): the folds are visited in the memory loop
+order of the dataflow (os: M tiles outer, N tiles inner; ws: N tiles outer, K tiles
+inner; is: M tiles outer, K tiles inner). Each fold's A and W tiles are cut out as
+explicit sub-arrays and their compressed sizes are computed by walking them element by
+element; DRAM passes are spread over folds with integer shares, and the stall timeline
+is stepped fold by fold over all folds of all GEMMs of a layer.
 """
 
 from __future__ import annotations
@@ -29,9 +36,13 @@ import numpy as np
 
 from .hwconfig import HwConfig
 
-__all__ = ["FIELDS", "simulate_gemm", "simulate_layer"]
+__all__ = [
+    "ALL_FIELDS", "FIELDS", "MEMORY_FIELDS", "simulate_gemm", "simulate_layer",
+    "tile_sizes",
+]
 
-#: the integer fields every result carries
+#: the compute fields: MAC counts, folds and compute cycles (what the reference
+#: reported before the memory model; kept under this name for existing callers)
 FIELDS = (
     "macs_dense",
     "macs_performed",
@@ -41,9 +52,41 @@ FIELDS = (
     "compute_cycles",
 )
 
+#: traffic and timing fields (bytes; ``_meta_`` = metadata, the rest data)
+MEMORY_FIELDS = (
+    "dram_a_read_bytes",
+    "dram_a_read_meta_bytes",
+    "dram_w_read_bytes",
+    "dram_w_read_meta_bytes",
+    "dram_psum_read_bytes",
+    "dram_psum_write_bytes",
+    "dram_out_write_bytes",
+    "glb_a_write_bytes",
+    "glb_a_write_meta_bytes",
+    "glb_w_write_bytes",
+    "glb_w_write_meta_bytes",
+    "glb_a_read_bytes",
+    "glb_a_read_meta_bytes",
+    "glb_w_read_bytes",
+    "glb_w_read_meta_bytes",
+    "glb_psum_read_bytes",
+    "glb_psum_write_bytes",
+    "glb_out_write_bytes",
+    "rf_a_read_bytes",
+    "rf_w_read_bytes",
+    "rf_a_write_bytes",
+    "rf_w_write_bytes",
+    "rf_out_read_bytes",
+    "rf_out_write_bytes",
+    "compute_cycles",
+    "stall_cycles",
+    "cycles",
+)
+
+#: the integer fields every result carries
+ALL_FIELDS = FIELDS + tuple(k for k in MEMORY_FIELDS if k not in FIELDS)
+
 SKIP, GATE, PERF = "skip", "gate", "perf"
-
-
 def _classify(a: Any, w: Any, policy: str) -> str:
     """What happens to one operand pair under ``policy``."""
     a_zero = a == 0
@@ -107,12 +150,11 @@ def _step_fold(queues: list[deque[str]], p: int, counts: dict[str, int]) -> int:
                     counts["macs_performed"] += 1
 
 
-def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
-    """Simulate ``a[M, K] @ w[K, N]`` cycle by cycle on ``hw``; see the module doc."""
-    a = np.asarray(a)
-    w = np.asarray(w)
-    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
-        raise ValueError(f"expected a[M, K] and w[K, N], got {a.shape} and {w.shape}")
+
+def _compute_gemm(a: np.ndarray, w: np.ndarray,
+                  hw: HwConfig) -> tuple[dict[str, int], dict[tuple[int, int], int]]:
+    """Step ``a[M, K] @ w[K, N]`` cycle by cycle: the MAC counts and the compute cycles
+    of every fold, keyed by (rows-dim tile, cols-dim tile)."""
     m_dim, k_dim = a.shape
     n_dim = w.shape[1]
     rows, cols, p = hw.array.rows, hw.array.cols, hw.array.macs_per_pe
@@ -124,6 +166,7 @@ def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
     counts = dict.fromkeys(FIELDS, 0)
     counts["macs_dense"] = m_dim * k_dim * n_dim
     fill = _fill(flow, rows, cols)
+    fold_cycles: dict[tuple[int, int], int] = {}
     for i in range(math.ceil(d_rows / rows)):
         for j in range(math.ceil(d_cols / cols)):
             queues: list[deque[str]] = []
@@ -138,12 +181,266 @@ def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
                         q.append(_classify(a_list[m][k], w_list[k][n], policy))
                     queues.append(q)
             counts["folds"] += 1
-            counts["compute_cycles"] += fill + _step_fold(queues, p, counts)
+            fold_cycles[(i, j)] = fill + _step_fold(queues, p, counts)
+            counts["compute_cycles"] += fold_cycles[(i, j)]
     assert (
         counts["macs_performed"] + counts["macs_gated"] + counts["macs_skipped"]
         == counts["macs_dense"]
     )
-    return counts
+    return counts, fold_cycles
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def tile_sizes(tile: Any, kind: str, bits: int, run_bits: int = 4, index_bits: int = 8,
+               ptr_bits: int = 16) -> tuple[int, int]:
+    """(data bits, metadata bits) of one tile in format ``kind``.
+
+    ``tile`` is 2-D; it is flattened row-major and its rows are the fibers. Any value
+    that is not 0 (including True in a mask) is a nonzero. Sizes are found by walking the
+    elements one at a time, straight from the definitions.
+    """
+    tile = np.asarray(tile)
+    if tile.ndim != 2:
+        raise ValueError(f"expected a 2-D tile, got shape {tile.shape}")
+    fibers = tile.shape[0]
+    flat = [x != 0 for x in tile.ravel(order="C").tolist()]
+    numel = len(flat)
+    nnz = 0
+    for nonzero in flat:
+        if nonzero:
+            nnz += 1
+    if kind == "dense":
+        return numel * bits, 0
+    if kind == "bitmask":
+        return nnz * bits, numel
+    if kind == "csr":
+        return nnz * bits, nnz * index_bits + (fibers + 1) * ptr_bits
+    if kind == "coo":
+        return nnz * bits, nnz * 2 * index_bits
+    if kind == "rle":
+        # drop the zeros after the last nonzero: they cost nothing
+        last = -1
+        for idx, nonzero in enumerate(flat):
+            if nonzero:
+                last = idx
+        entries = 0
+        run = 0  # zeros held in the current entry's run field
+        max_run = 2**run_bits - 1
+        for nonzero in flat[:last + 1]:
+            if nonzero:
+                entries += 1  # the nonzero, with its run of preceding zeros
+                run = 0
+            elif run == max_run:
+                entries += 1  # this zero is stored explicitly and ends a full run
+                run = 0
+            else:
+                run += 1
+        return entries * bits, entries * run_bits
+    raise ValueError(f"unknown format {kind!r}")
+
+
+def _tile_bytes(tile: np.ndarray, fmt: Any, bits: int) -> tuple[int, int]:
+    """(data bytes, metadata bytes) of one transfer of ``tile``, fibers = rows."""
+    data_bits, meta_bits = tile_sizes(tile, fmt.kind, bits, fmt.run_bits, fmt.index_bits,
+                                      fmt.ptr_bits)
+    return math.ceil(data_bits / 8), math.ceil(meta_bits / 8)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _new_fold(compute: int) -> dict[str, int]:
+    return {"compute": compute, "glb_rd": 0, "dram_rd": 0, "glb_wr": 0, "dram_wr": 0}
+
+
+def _spread(folds: list[dict[str, int]], pass_folds: list[int], nbytes: int) -> None:
+    """Spread ``nbytes`` of one DRAM pass over the folds ``pass_folds`` in integer
+    shares: the f-th of F gets floor(B(f+1)/F) - floor(Bf/F)."""
+    n = len(pass_folds)
+    for f, idx in enumerate(pass_folds):
+        folds[idx]["dram_rd"] += nbytes * (f + 1) // n - nbytes * f // n
+
+
+def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str,
+                 fold_cycles: dict[tuple[int, int], int], hw: HwConfig,
+                 tot: dict[str, int]) -> list[dict[str, int]]:
+    """Traffic of one GEMM, added to ``tot``; returns its folds in memory loop order,
+    each with its compute cycles and the bytes it reads and writes per level.
+
+    ``unique_a`` is the 2-D view of the data A really holds (fibers = rows);
+    ``w_mode`` is ``"layer"`` (W is resident for the whole layer and already read),
+    ``"first"`` (W is resident for the whole layer; this GEMM reads it) or ``"gemm"``.
+    """
+    m_dim, k_dim = a.shape
+    n_dim = w.shape[1]
+    rows, cols = hw.array.rows, hw.array.cols
+    flow = hw.dataflow
+    prec = hw.precision
+    fa, fw = hw.formats.a, hw.formats.w
+    glb = hw.memory.glb
+    psum_elem_bits = prec.out_bits
+
+    # the fold sequence in memory loop order: (outer, inner, compute key, tiles, psum)
+    seq = []
+    if flow == "os":
+        for i in range(math.ceil(m_dim / rows)):
+            for j in range(math.ceil(n_dim / cols)):
+                a_t = a[i * rows:(i + 1) * rows, :]
+                w_t = w[:, j * cols:(j + 1) * cols]
+                seq.append((i, j, (i, j), a_t, w_t))
+    elif flow == "ws":
+        for j in range(math.ceil(n_dim / cols)):
+            for kt in range(math.ceil(k_dim / rows)):
+                a_t = a[:, kt * rows:(kt + 1) * rows]
+                w_t = w[kt * rows:(kt + 1) * rows, j * cols:(j + 1) * cols]
+                seq.append((j, kt, (kt, j), a_t, w_t))
+    elif flow == "is":
+        for i in range(math.ceil(m_dim / cols)):
+            for kt in range(math.ceil(k_dim / rows)):
+                a_t = a[i * cols:(i + 1) * cols, kt * rows:(kt + 1) * rows]
+                w_t = w[kt * rows:(kt + 1) * rows, :]
+                seq.append((i, kt, (kt, i), a_t, w_t))
+    else:
+        raise ValueError(f"unknown dataflow {flow!r}")
+    assert len(seq) == len(fold_cycles)
+    n_inner = {"os": math.ceil(n_dim / cols), "ws": math.ceil(k_dim / rows),
+               "is": math.ceil(k_dim / rows)}[flow]
+
+    folds = [_new_fold(fold_cycles[key]) for (_, _, key, _, _) in seq]
+
+    # GLB -> array: every fold reads its A and W tiles (W tiles fiber by column)
+    for f, (_, _, _, a_t, w_t) in enumerate(seq):
+        ad, am = _tile_bytes(a_t, fa, prec.a_bits)
+        wd, wm = _tile_bytes(w_t.T, fw, prec.w_bits)
+        tot["glb_a_read_bytes"] += ad
+        tot["glb_a_read_meta_bytes"] += am
+        tot["glb_w_read_bytes"] += wd
+        tot["glb_w_read_meta_bytes"] += wm
+        folds[f]["glb_rd"] += ad + am + wd + wm
+
+    # partial sums (ws, is) and final outputs
+    for f, (outer, inner, _, _, _) in enumerate(seq):
+        if flow == "os":
+            out_elems = min(rows, m_dim - outer * rows) * min(cols, n_dim - inner * cols)
+            out_bytes = math.ceil(out_elems * prec.a_bits / 8)
+        else:
+            if flow == "ws":
+                psum_elems = m_dim * min(cols, n_dim - outer * cols)
+            else:
+                psum_elems = min(cols, m_dim - outer * cols) * n_dim
+            psum_bytes = math.ceil(psum_elems * psum_elem_bits / 8)
+            spill = psum_bytes > glb.out_kib * 1024
+            first, last = inner == 0, inner == n_inner - 1
+            if not first:
+                tot["glb_psum_read_bytes"] += psum_bytes
+                folds[f]["glb_rd"] += psum_bytes
+                if spill:
+                    tot["dram_psum_read_bytes"] += psum_bytes
+                    folds[f]["dram_rd"] += psum_bytes
+            if not last:
+                tot["glb_psum_write_bytes"] += psum_bytes
+                folds[f]["glb_wr"] += psum_bytes
+                if spill:
+                    tot["dram_psum_write_bytes"] += psum_bytes
+                    folds[f]["dram_wr"] += psum_bytes
+            out_bytes = math.ceil(psum_elems * prec.a_bits / 8) if last else 0
+        if out_bytes:
+            tot["glb_out_write_bytes"] += out_bytes
+            tot["dram_out_write_bytes"] += out_bytes
+            folds[f]["glb_wr"] += out_bytes
+            folds[f]["dram_wr"] += out_bytes
+
+    # DRAM -> GLB: passes over the unique operands
+    every = list(range(len(seq)))
+    by_outer: dict[int, list[int]] = {}
+    for f, (outer, _, _, _, _) in enumerate(seq):
+        by_outer.setdefault(outer, []).append(f)
+    outer_passes = [by_outer[o] for o in sorted(by_outer)]
+
+    ad, am = _tile_bytes(unique_a, fa, prec.a_bits)
+    a_resident = ad + am <= glb.a_kib * 1024
+    a_passes = outer_passes if (flow == "ws" and not a_resident) else [every]
+    for pf in a_passes:
+        for nbytes, key in ((ad, "a_read_bytes"), (am, "a_read_meta_bytes")):
+            tot["dram_" + key] += nbytes
+            tot["glb_" + key.replace("read", "write")] += nbytes
+            _spread(folds, pf, nbytes)
+
+    if w_mode != "layer":
+        wd, wm = _tile_bytes(w.T, fw, prec.w_bits)
+        w_resident = w_mode == "first" or wd + wm <= glb.w_kib * 1024
+        w_passes = outer_passes if (flow in ("os", "is") and not w_resident) else [every]
+        for pf in w_passes:
+            for nbytes, key in ((wd, "w_read_bytes"), (wm, "w_read_meta_bytes")):
+                tot["dram_" + key] += nbytes
+                tot["glb_" + key.replace("read", "write")] += nbytes
+                _spread(folds, pf, nbytes)
+    return folds
+
+
+def _transfer_cycles(nbytes: int, bw: float) -> int:
+    if math.isinf(bw):
+        return 0
+    return math.ceil(nbytes / bw)
+
+
+def _timeline(folds: list[dict[str, int]], hw: HwConfig) -> int:
+    """Step the stall model over the layer's folds; return its total cycles."""
+    dram_bw = hw.memory.dram.bandwidth_bytes_per_cycle
+    glb_bw = hw.memory.glb.bandwidth_bytes_per_cycle
+    load = []
+    prev_dram_wr = prev_glb_wr = 0
+    for fold in folds:
+        load.append(max(_transfer_cycles(fold["dram_rd"] + prev_dram_wr, dram_bw),
+                        _transfer_cycles(fold["glb_rd"] + prev_glb_wr, glb_bw)))
+        prev_dram_wr, prev_glb_wr = fold["dram_wr"], fold["glb_wr"]
+    load.append(max(_transfer_cycles(prev_dram_wr, dram_bw),
+                    _transfer_cycles(prev_glb_wr, glb_bw)))
+    cycles = 0
+    if hw.memory.glb.double_buffer:
+        cycles += load[0]
+        for f, fold in enumerate(folds):
+            cycles += max(fold["compute"], load[f + 1])
+    else:
+        for f, fold in enumerate(folds):
+            cycles += load[f] + fold["compute"]
+        cycles += load[len(folds)]
+    return cycles
+
+
+def _run(gemms: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
+         hw: HwConfig) -> dict[str, int]:
+    """Simulate GEMMs ``(A, W, unique A, W mode)`` one after another as one layer."""
+    total = dict.fromkeys(ALL_FIELDS, 0)
+    all_folds: list[dict[str, int]] = []
+    for a, w, unique_a, w_mode in gemms:
+        counts, fold_cycles = _compute_gemm(a, w, hw)
+        _add(total, counts)
+        all_folds += _memory_gemm(a, w, unique_a, w_mode, fold_cycles, hw, total)
+    assert total["compute_cycles"] == sum(f["compute"] for f in all_folds)
+    prec = hw.precision
+    slots = total["macs_performed"] + total["macs_gated"]
+    total["rf_a_read_bytes"] = slots * math.ceil(prec.a_bits / 8)
+    total["rf_w_read_bytes"] = slots * math.ceil(prec.w_bits / 8)
+    total["rf_out_read_bytes"] = total["macs_performed"] * math.ceil(prec.out_bits / 8)
+    total["rf_out_write_bytes"] = total["rf_out_read_bytes"]
+    total["rf_a_write_bytes"] = total["glb_a_read_bytes"]
+    total["rf_w_write_bytes"] = total["glb_w_read_bytes"]
+    total["cycles"] = _timeline(all_folds, hw)
+    total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
+    return total
+
+
+def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
+    """Simulate ``a[M, K] @ w[K, N]`` cycle by cycle on ``hw`` (a linear layer with input
+    ``a`` and weight ``w.T``); see the module doc."""
+    a = np.asarray(a)
+    w = np.asarray(w)
+    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
+        raise ValueError(f"expected a[M, K] and w[K, N], got {a.shape} and {w.shape}")
+    return _run([(a, w, a, "gemm")], hw)
 
 
 # --------------------------------------------------------------------------- layers
@@ -194,29 +491,53 @@ def _im2col(x: np.ndarray, weight: np.ndarray, stride, padding, dilation,
 
 
 def _gemms_of_frame(layer: Any, a: np.ndarray, w: np.ndarray):
-    """The (A, W) GEMMs of one frame of ``layer`` (``a`` without the frames axis)."""
+    """The (A, W, unique A) GEMMs of one frame of ``layer`` (``a`` without the frames
+    axis). Unique A is the data A really holds as a 2-D array with fibers as rows: the
+    GEMM's A for linear and matmul; for convolutions the group's slice of the input
+    ``x[n, c_g, *spatial]`` in storage order, one fiber per run along the last axis."""
     if layer.kind == "linear":
-        return [(a.reshape(-1, a.shape[-1]), w.T)]
+        a2 = a.reshape(-1, a.shape[-1])
+        return [(a2, w.T, a2)]
     if layer.kind in ("conv1d", "conv2d"):
-        return _im2col(a, w, layer.stride, layer.padding, layer.dilation, layer.groups)
+        gemms = _im2col(a, w, layer.stride, layer.padding, layer.dilation, layer.groups)
+        c_g = a.shape[1] // layer.groups
+        out = []
+        for g, (ga, gw) in enumerate(gemms):
+            x_g = a[:, g * c_g:(g + 1) * c_g]
+            out.append((ga, gw, x_g.reshape(-1, x_g.shape[-1])))
+        return out
     if layer.kind == "matmul":
         lead = a.shape[:-2]
-        return [(a[idx], w[idx]) for idx in itertools.product(*(range(s) for s in lead))]
+        return [(a[idx], w[idx], a[idx])
+                for idx in itertools.product(*(range(s) for s in lead))]
     raise ValueError(f"unknown layer kind {layer.kind!r}")
 
 
 def simulate_layer(layer: Any, hw: HwConfig) -> dict[str, int]:
-    """Simulate every GEMM of ``layer`` (frame-major, then group / batch index) and sum
-    the per-GEMM counts."""
+    """Simulate every GEMM of ``layer`` (frame-major, then group / batch index) as one
+    fold sequence: summed counts and traffic, one stall timeline."""
     a = np.asarray(layer.a)
     w = np.asarray(layer.w)
+    w_is_act = layer.kind == "matmul"
     if layer.frames:
-        w_is_act = layer.kind == "matmul"
         frames = [(a[f], w[f] if w_is_act else w) for f in range(a.shape[0])]
     else:
         frames = [(a, w)]
-    total = dict.fromkeys(FIELDS, 0)
-    for fa, fw in frames:
-        for ga, gw in _gemms_of_frame(layer, fa, fw):
-            _add(total, simulate_gemm(ga, gw, hw))
-    return total
+    per_frame = [_gemms_of_frame(layer, fa, fw) for fa, fw in frames]
+    # weights that fit for all groups together are read once per layer
+    layer_resident = False
+    if not w_is_act:
+        fw = hw.formats.w
+        need = 0
+        for _, gw, _ in per_frame[0]:
+            data, meta = _tile_bytes(gw.T, fw, hw.precision.w_bits)
+            need += data + meta
+        layer_resident = need <= hw.memory.glb.w_kib * 1024
+    gemms = []
+    for f, frame_gemms in enumerate(per_frame):
+        for ga, gw, ua in frame_gemms:
+            mode = "gemm"
+            if layer_resident:
+                mode = "first" if f == 0 else "layer"
+            gemms.append((ga, gw, ua, mode))
+    return _run(gemms, hw)
