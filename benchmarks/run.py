@@ -50,15 +50,28 @@ def scalesim_layers(trace) -> list[dict]:
     for layer in trace.layers:
         s = gemm_shape(layer)
         if layer.kind == "conv2d":
-            _, c, h, w = layer.a.shape
+            c = layer.a.shape[1]
             kh, kw = layer.w.shape[2:]
-            out.append(dict(name=layer.name, kind="conv2d", ifmap_h=h + 2 * layer.padding[0],
-                            ifmap_w=w + 2 * layer.padding[1], filt_h=kh, filt_w=kw,
+            oh, ow = _out_hw(layer)
+            # SCALE-Sim takes the padded ifmap and rounds the output size up; give it the
+            # padded size cut to what the convolution reads, so that its M equals ours
+            out.append(dict(name=layer.name, kind="conv2d",
+                            ifmap_h=(oh - 1) * layer.stride[0] + kh,
+                            ifmap_w=(ow - 1) * layer.stride[1] + kw, filt_h=kh, filt_w=kw,
                             channels=c, num_filters=layer.w.shape[0],
                             stride=layer.stride[0]))
         else:
             out.append(dict(name=layer.name, kind="gemm", m=s.m, k=s.k, n=s.n))
     return out
+
+
+def _out_hw(layer) -> tuple[int, int]:
+    from accelsim.trace import conv_out_size
+
+    h, w = layer.a.shape[2:]
+    kh, kw = layer.w.shape[2:]
+    return (conv_out_size(h, kh, layer.stride[0], layer.padding[0], layer.dilation[0]),
+            conv_out_size(w, kw, layer.stride[1], layer.padding[1], layer.dilation[1]))
 
 
 def find_scalesim(arg: str | None) -> str | None:
