@@ -124,7 +124,7 @@ def inspect_totals(df: pd.DataFrame) -> pd.Series:
         out["unchanged_frac_a"] = 1.0 - dd
     else:
         out["delta_density_a"] = out["unchanged_frac_a"] = np.nan
-    return pd.Series(out, name="total")
+    return pd.Series(out, name="total", dtype=object)
 
 
 __all__ = ["COLUMNS", "inspect_totals", "inspect_trace", "layer_stats"]

@@ -101,7 +101,7 @@ def test_totals(trace):
     assert isinstance(tot, pd.Series)
     a_all = [np.asarray(ly.a) for ly in trace]
     w_all = [np.asarray(ly.w) for ly in trace]
-    assert tot["layers"] == 4
+    assert tot["layers"] == 4 and isinstance(tot["macs_dense"], int)
     assert tot["macs_dense"] == df["macs_dense"].sum()
     assert tot["bytes"] == sum(x.nbytes for x in a_all + w_all)
     nnz = sum(np.count_nonzero(x) for x in a_all)
