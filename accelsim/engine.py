@@ -26,6 +26,7 @@ from .dataflow import Plan, make_plan
 from .errors import SimulationError
 from .hwconfig import HwConfig
 from .memory import MemoryResult, simulate_memory
+from .sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from .trace import Layer
 from .workload import GemmShape, gemm_shape, lower_a, lower_w
 
@@ -72,8 +73,13 @@ class GemmResult:
     compute_cycles: int
     #: slowest PE's slot count per fold, shape [F, P, folds_rows, folds_cols]
     fold_slots: np.ndarray
-    #: compute cycles per fold (fill + slowest PE), same shape
+    #: compute cycles per fold (fill + slowest PE), same shape; 0 for skipped GEMMs
     fold_cycles: np.ndarray
+    #: per frame: performed MACs and compute cycles
+    frame_performed: np.ndarray
+    frame_cycles: np.ndarray
+    #: [F, P] False for GEMMs skipped whole (delta frames without changes)
+    active: np.ndarray
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in
@@ -81,23 +87,47 @@ class GemmResult:
                  "compute_cycles")}
 
 
-def _pair_counts(az: np.ndarray, wz: np.ndarray) -> tuple[int, int, int, int]:
-    """(dense, pairs with a!=0, pairs with w!=0, pairs with both != 0)."""
+def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
+                nm: NMStructure | None) -> dict[str, np.ndarray]:
+    """Per-frame MAC counts (int64 arrays [F]) for masks A[F, P, M, K], W[Fw, P, K, N]."""
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
     dense = nf * npf * m * k * n
     if dense >= INT64_LIMIT:
         raise SimulationError(f"GEMM batch of {dense} MACs overflows 64-bit counters")
     ca = az.sum(axis=-2, dtype=np.int64)  # [F, P, K]: nonzeros per column of A
-    rw = wz.sum(axis=-1, dtype=np.int64)  # [Fw, P, K]: nonzeros per row of W
-    pairs_a = int(ca.sum()) * n
-    pairs_w = int(rw.sum()) * m * (nf // wz.shape[0])
-    pairs_both = int((ca * rw).sum())
-    return dense, pairs_a, pairs_w, pairs_both
+    rw = np.broadcast_to(wz.sum(axis=-1, dtype=np.int64), ca.shape)  # nonzeros per row of W
+    dense_f = np.full(nf, npf * m * k * n, np.int64)
+    pairs_both = (ca * rw).sum(axis=(1, 2))
+    if nm is None:
+        slot_pairs = dense_f
+        pairs_a = ca.sum(axis=(1, 2)) * n
+    else:
+        slot_pairs = np.full(nf, npf * m * nm.k_kept * n, np.int64)
+        rk = np.broadcast_to(nm.kept.sum(axis=-1, dtype=np.int64), ca.shape)
+        pairs_a = (ca * rk).sum(axis=(1, 2))
+    pairs_w = np.broadcast_to(rw.sum(axis=(1, 2)) * m, (nf,))
+    zero = np.zeros(nf, np.int64)
+    if policy == "none":
+        performed, gated = slot_pairs, zero
+    elif policy == "gate":
+        performed, gated = pairs_both, slot_pairs - pairs_both
+    elif policy == "skip_a":
+        performed, gated = pairs_a, zero
+    elif policy == "skip_w":
+        performed, gated = pairs_w, zero
+    else:
+        performed, gated = pairs_both, zero
+    return {"dense": dense_f, "performed": np.asarray(performed, np.int64),
+            "gated": np.asarray(gated, np.int64),
+            "skipped": dense_f - performed - gated}
 
 
-def fold_slot_max(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str) -> np.ndarray:
+def fold_slot_max(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
+                  nm: NMStructure | None = None) -> np.ndarray:
     """Slowest PE's slot count per fold: int64 array [F, P, nr, nc]."""
+    if nm is not None:
+        return _fold_slot_max_nm(az, wz, plan, policy, nm)
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
     r, c = plan.rows, plan.cols
@@ -135,31 +165,66 @@ def fold_slot_max(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str) -> np
     return np.broadcast_to(bm, shape).astype(np.int64)
 
 
-def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig) -> GemmResult:
+def _fold_slot_max_nm(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
+                      nm: NMStructure) -> np.ndarray:
+    """Slot counts with N:M weights: only kept slots take time (docs/delta-and-nm.md)."""
+    nf, npf, m, k = az.shape
+    n = wz.shape[-1]
+    r, c = plan.rows, plan.cols
+    kk = nm.k_kept
+    if plan.dataflow == "os":  # rows M, cols N, time: kept slots of the column
+        nr, nc = -(-m // r), -(-n // c)
+        if policy in ("none", "gate"):
+            bm = np.full((1, 1, nr, nc), kk, np.int64)
+        elif policy == "skip_a":
+            bm = _block_max_2d(_mask_matmul(az, nm.kept), r, c)
+        elif policy == "skip_w":
+            bm = _block_max_1d(wz.sum(axis=-2, dtype=np.int64), c)[..., None, :]
+        else:
+            bm = _block_max_2d(_mask_matmul(az, wz), r, c)
+    else:  # ws: rows = compressed k', cols N, time M
+        nr, nc = -(-kk // r), -(-n // c)
+        if policy in ("none", "gate"):
+            bm = np.full((1, 1, nr, nc), m, np.int64)
+        else:
+            wc = np.take_along_axis(wz, nm.idx, axis=-2)  # [Fw, P, K', N] kept weights != 0
+            ca = az.sum(axis=-2, dtype=np.int64)[..., :, None]  # [F, P, K, 1]
+            cag = np.take_along_axis(np.broadcast_to(ca, ca.shape[:-1] + (n,)),
+                                     np.broadcast_to(nm.idx, ca.shape[:2] + nm.idx.shape[2:]),
+                                     axis=-2)  # [F, P, K', N]
+            if policy == "skip_a":
+                s = cag
+            elif policy == "skip_w":
+                s = wc.astype(np.int64) * m
+            else:
+                s = wc * cag
+            bm = _block_max_2d(s, r, c)
+    return np.broadcast_to(bm, (nf, npf, nr, nc)).astype(np.int64)
+
+
+def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
+                   nm: NMStructure | None = None,
+                   active: np.ndarray | None = None) -> GemmResult:
     """Simulate ``A[F, P, M, K] @ W[Fw, P, K, N]`` given boolean nonzero masks."""
     if az.ndim != 4 or wz.ndim != 4:
         raise ValueError("expected A[F, P, M, K] and W[Fw, P, K, N] masks")
     plan = make_plan(hw)
     policy = hw.zero_policy
-    dense, pairs_a, pairs_w, pairs_both = _pair_counts(az, wz)
-    gated = skipped = 0
-    if policy == "none":
-        performed = dense
-    elif policy == "gate":
-        performed, gated = pairs_both, dense - pairs_both
-    elif policy == "skip_a":
-        performed, skipped = pairs_a, dense - pairs_a
-    elif policy == "skip_w":
-        performed, skipped = pairs_w, dense - pairs_w
-    else:
-        performed, skipped = pairs_both, dense - pairs_both
-    slots = fold_slot_max(az, wz, plan, policy)
+    counts = _mac_counts(az, wz, policy, nm)
+    slots = fold_slot_max(az, wz, plan, policy, nm)
     p = hw.array.macs_per_pe
     fold_cycles = plan.fill + (slots + (p - 1)) // p
+    if active is None:
+        active = np.ones(az.shape[:2], bool)
+    fold_cycles = np.where(active[:, :, None, None], fold_cycles, 0)
+    folds = int(active.sum()) * slots.shape[2] * slots.shape[3]
+    frame_cycles = fold_cycles.sum(axis=(1, 2, 3))
     return GemmResult(
-        macs_dense=dense, macs_performed=performed, macs_gated=gated,
-        macs_skipped=skipped, folds=int(slots.size),
-        compute_cycles=int(fold_cycles.sum()), fold_slots=slots, fold_cycles=fold_cycles,
+        macs_dense=int(counts["dense"].sum()), macs_performed=int(counts["performed"].sum()),
+        macs_gated=int(counts["gated"].sum()), macs_skipped=int(counts["skipped"].sum()),
+        folds=folds, compute_cycles=int(frame_cycles.sum()), fold_slots=slots,
+        fold_cycles=fold_cycles, frame_performed=counts["performed"],
+        frame_cycles=frame_cycles, active=active,
     )
 
 
@@ -183,6 +248,10 @@ class LayerStats:
     size_a: int
     nnz_w: int
     size_w: int
+    #: delta processing: nonzeros of the delta operand over frames >= 1 and their size
+    delta_nnz: int = 0
+    delta_size: int = 0
+    nm_mux_ops: int = 0
 
     @property
     def compute_cycles(self) -> int:
@@ -198,7 +267,8 @@ class LayerStats:
 
     def as_dict(self) -> dict[str, int]:
         return (self.gemm.as_dict() | self.mem.counts
-                | {"stall_cycles": self.stall_cycles, "cycles": self.cycles})
+                | {"stall_cycles": self.stall_cycles, "cycles": self.cycles,
+                   "nm_mux_ops": self.nm_mux_ops})
 
 
 def layer_masks(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -208,17 +278,45 @@ def layer_masks(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
     return az, wz
 
 
+def delta_applies(layer: Layer, hw: HwConfig) -> bool:
+    return bool(hw.delta.enabled and layer.frames and layer.kind != "matmul")
+
+
+def nm_applies(layer: Layer, hw: HwConfig) -> bool:
+    return bool(hw.structured.n and layer.kind != "matmul")
+
+
 def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
     """Simulate one traced layer on ``hw``."""
     shape = gemm_shape(layer)
     if shape.macs_dense >= INT64_LIMIT:
         raise SimulationError(f"layer {layer.name!r}: {shape.macs_dense} MACs overflow "
                               f"64-bit counters")
-    az, wz = layer_masks(layer)
-    res = simulate_masks(az, wz, hw)
-    mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
-                          res.macs_performed, res.macs_gated)
     a = np.asarray(layer.a)
     w = np.asarray(layer.w)
-    return LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
-                      size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size)
+    changed = None
+    if delta_applies(layer, hw):
+        operand, changed = delta_operand(a, hw.delta.threshold)
+        a_mask = operand != 0
+    else:
+        a_mask = a != 0
+    az = lower_a(layer, a_mask)
+    wz = lower_w(layer, w != 0)
+    nm = None
+    if nm_applies(layer, hw):
+        check_nm(layer, wz, hw.structured.n, hw.structured.m)
+        nm = nm_structure(wz, hw.structured.n, hw.structured.m)
+    active = np.ones(az.shape[:2], bool)
+    if changed is not None and hw.zero_policy in ("skip_a", "skip_both"):
+        active[1:] = az[1:].any(axis=(-1, -2))
+    res = simulate_masks(az, wz, hw, nm=nm, active=active)
+    mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
+                          res.macs_performed, res.macs_gated, a_mask=a_mask, nm=nm,
+                          active=active, changed=changed)
+    stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
+                       size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size,
+                       nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0)
+    if changed is not None:
+        stats.delta_nnz = int(np.count_nonzero(a_mask[1:]))
+        stats.delta_size = int(a_mask[1:].size)
+    return stats

@@ -107,6 +107,22 @@ class FormatsConfig:
 
 
 @dataclass(frozen=True)
+class DeltaConfig:
+    enabled: bool = opt(False, doc="process thresholded frame-to-frame changes")
+    threshold: float = opt(0.0, ge=0, doc="|delta| <= threshold counts as zero, in stored-"
+                                          "value units (quantisation steps for int traces)")
+    state: str = opt("auto", choices=("auto", "glb", "dram"),
+                     doc="where reference activations and accumulators live")
+    state_kib: float = opt(64.0, gt=0, doc="on-chip state buffer size, KiB")
+
+
+@dataclass(frozen=True)
+class StructuredConfig:
+    n: int = opt(0, ge=0, le=63, doc="N of every M weights kept along K; 0 = no N:M")
+    m: int = opt(4, ge=2, le=64, doc="group size M")
+
+
+@dataclass(frozen=True)
 class HwConfig:
     name: str = opt(doc="config name")
     array: ArrayConfig = opt(doc="PE array")
@@ -117,11 +133,21 @@ class HwConfig:
     precision: PrecisionConfig = opt(PrecisionConfig, doc="operand bit widths")
     memory: MemoryConfig = opt(MemoryConfig, doc="memory hierarchy")
     formats: FormatsConfig = opt(FormatsConfig, doc="compressed formats per operand")
+    delta: DeltaConfig = opt(DeltaConfig, doc="temporal delta processing")
+    structured: StructuredConfig = opt(StructuredConfig, doc="N:M structured weights")
     energy: str = opt("45nm_horowitz", doc="energy table: a name in hwconfigs/energy/ or a "
                                            "path")
     description: str = opt("", doc="free text")
 
     def _validate(self, where: str, prefix: str) -> None:
+        st = self.structured
+        if st.n:
+            if st.n >= st.m:
+                raise ConfigError(f"{where}: {prefix}structured.n: expected an integer < "
+                                  f"structured.m = {st.m}, got {st.n}")
+            if self.dataflow == "is":
+                raise ConfigError(f"{where}: {prefix}structured: N:M weights need dataflow os "
+                                  f"or ws, got is")
         r, c = self.array.rows, self.array.cols
         glb = self.memory.glb
         for key, kib, bits, what in (("a_kib", glb.a_kib, self.precision.a_bits, "activations"),

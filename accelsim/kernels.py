@@ -11,17 +11,17 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _block_nnz_rle(mask, bx, by, run_limit, nnz, entries):  # pragma: no cover - numba
-    nb, nx, ny = mask.shape
-    nbx = (nx + bx - 1) // bx
-    nby = (ny + by - 1) // by
+def _block_nnz_rle(mask, xb, yb, run_limit, nnz, entries):  # pragma: no cover - numba
+    nb = mask.shape[0]
+    nbx = xb.shape[0]
+    nby = yb.shape[0]
     for b in range(nb):
         for bi in range(nbx):
-            x0 = bi * bx
-            x1 = min(nx, x0 + bx)
+            x0 = xb[bi, 0]
+            x1 = xb[bi, 1]
             for bj in range(nby):
-                y0 = bj * by
-                y1 = min(ny, y0 + by)
+                y0 = yb[bj, 0]
+                y1 = yb[bj, 1]
                 cnt = 0
                 ent = 0
                 gap = 0
@@ -46,10 +46,25 @@ def block_nnz_rle(mask: np.ndarray, bx: int, by: int,
     full run of ``2**run_bits`` zeros in the gap before it (``run_bits = 0``: entries not
     counted). Returns two int64 arrays [B, ceil(X/bx), ceil(Y/by)].
     """
+    nb, nx, ny = mask.shape
+    return range_nnz_rle(mask, uniform_bounds(nx, bx), uniform_bounds(ny, by), run_bits)
+
+
+def uniform_bounds(n: int, block: int) -> np.ndarray:
+    """[[start, end), ...] of consecutive blocks of ``block`` over ``n`` (last shorter)."""
+    starts = np.arange(0, n, block, dtype=np.int64)
+    return np.stack([starts, np.minimum(starts + block, n)], axis=1)
+
+
+def range_nnz_rle(mask: np.ndarray, xb: np.ndarray, yb: np.ndarray,
+                  run_bits: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`block_nnz_rle` for explicit row ranges ``xb`` and column ranges ``yb``
+    (int arrays [n, 2] of [start, end)); ranges may overlap."""
     m = np.ascontiguousarray(mask, dtype=np.uint8)
-    nb, nx, ny = m.shape
-    shape = (nb, -(-nx // bx), -(-ny // by))
+    xb = np.ascontiguousarray(xb, dtype=np.int64)
+    yb = np.ascontiguousarray(yb, dtype=np.int64)
+    shape = (m.shape[0], xb.shape[0], yb.shape[0])
     nnz = np.zeros(shape, np.int64)
     entries = np.zeros(shape, np.int64)
-    _block_nnz_rle(m, int(bx), int(by), (1 << run_bits) if run_bits else 0, nnz, entries)
+    _block_nnz_rle(m, xb, yb, (1 << run_bits) if run_bits else 0, nnz, entries)
     return nnz, entries

@@ -16,7 +16,8 @@ import numpy as np
 from .dataflow import Plan
 from .errors import SimulationError
 from .hwconfig import FormatConfig, HwConfig
-from .kernels import block_nnz_rle
+from .kernels import block_nnz_rle, range_nnz_rle, uniform_bounds
+from .sparsity import NMStructure
 from .trace import Layer
 
 #: traffic columns in report order
@@ -105,11 +106,13 @@ def _pass_shares(per_pass: np.ndarray, per_outer: np.ndarray, no: int, ni: int) 
     return np.where(np.asarray(per_outer)[..., None, None], each, once)
 
 
-def _unique_a_mask(layer: Layer, az: np.ndarray) -> np.ndarray:
-    """The A operand as DRAM holds it, in fiber layout [F*P, rows, last]."""
+def _unique_a_mask(layer: Layer, az: np.ndarray, a_mask: np.ndarray | None) -> np.ndarray:
+    """The A operand as DRAM holds it, in fiber layout [F*P, rows, last]: the GEMM's A, or
+    for convolutions the input (``a_mask``, same shape as the layer's input) per frame and
+    group, rows = every index but the last."""
     if layer.kind not in ("conv1d", "conv2d"):
         return az.reshape((-1,) + az.shape[-2:])
-    x = np.asarray(layer.a) != 0
+    x = (np.asarray(layer.a) != 0) if a_mask is None else a_mask
     if not layer.frames:
         x = x[None]
     nf, nb, c = x.shape[:3]
@@ -118,6 +121,11 @@ def _unique_a_mask(layer: Layer, az: np.ndarray) -> np.ndarray:
     x = x.reshape((nf, nb, g, c // g) + sp)
     x = np.moveaxis(x, 2, 1)  # [F, G, N, C/G, *sp]
     return np.ascontiguousarray(x).reshape(nf * g, -1, sp[-1])
+
+
+#: delta state columns (docs/delta-and-nm.md)
+STATE_KEYS = ("state_ref_read_bytes", "state_ref_write_bytes", "state_acc_read_bytes",
+              "state_acc_write_bytes", "state_in_dram", "state_cycles")
 
 
 @dataclass
@@ -130,14 +138,56 @@ class MemoryResult:
 
 def _ceil_div(x: np.ndarray, bw: float) -> np.ndarray:
     if math.isinf(bw):
-        return np.zeros(x.shape, np.int64)
-    return np.ceil(x / bw).astype(np.int64)
+        return np.zeros(np.shape(x), np.int64)
+    return np.ceil(np.asarray(x) / bw).astype(np.int64)
+
+
+def _nm_bytes(slots, hw: HwConfig, nm: NMStructure):
+    """(data, metadata) bytes of N:M weight tiles holding ``slots`` kept slots."""
+    slots = np.asarray(slots, np.int64)
+    return _bytes(slots * hw.precision.w_bits), _bytes(slots * nm.index_bits)
+
+
+def _delta_state(layer: Layer, hw: HwConfig, npf: int, m: int, n: int, active: np.ndarray,
+                 changed: np.ndarray | None) -> dict[str, int]:
+    out = dict.fromkeys(STATE_KEYS, 0)
+    if changed is None:
+        return out
+    prec = hw.precision
+    nf = changed.shape[0]
+    numel = np.asarray(layer.a).size // nf
+    ref_full = -(-numel * prec.a_bits // 8)
+    acc = _bytes(active.sum(axis=1).astype(np.int64) * (m * n) * prec.out_bits)  # [F]
+    ref_read = np.full(nf, ref_full, np.int64)
+    ref_read[0] = 0
+    ref_write = _bytes(changed * prec.a_bits)
+    acc_read = acc.copy()
+    acc_read[0] = 0
+    acc_write = acc
+    state_bytes = ref_full + -(-npf * m * n * prec.out_bits // 8)
+    d = hw.delta
+    in_dram = d.state == "dram" or (d.state == "auto" and state_bytes > d.state_kib * 1024)
+    bw = (hw.memory.dram.bandwidth_bytes_per_cycle if in_dram
+          else hw.memory.glb.bandwidth_bytes_per_cycle)
+    per_frame = ref_read + ref_write + acc_read + acc_write
+    out.update(state_ref_read_bytes=int(ref_read.sum()),
+               state_ref_write_bytes=int(ref_write.sum()),
+               state_acc_read_bytes=int(acc_read.sum()),
+               state_acc_write_bytes=int(acc_write.sum()), state_in_dram=int(in_dram),
+               state_cycles=int(_ceil_div(per_frame, bw).sum()))
+    return out
 
 
 def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
-                    fold_cycles: np.ndarray, performed: int, gated: int) -> MemoryResult:
+                    fold_cycles: np.ndarray, performed: int, gated: int, *,
+                    a_mask: np.ndarray | None = None, nm: NMStructure | None = None,
+                    active: np.ndarray | None = None,
+                    changed: np.ndarray | None = None) -> MemoryResult:
     """Traffic and stalls of one layer. ``az`` [F, P, M, K] and ``wz`` [Fw, P, K, N] are
-    nonzero masks; ``fold_cycles`` [F, P, row folds, col folds] from the engine."""
+    nonzero masks; ``fold_cycles`` [F, P, row folds, col folds] from the engine;
+    ``a_mask`` the (delta) operand's mask in the layer input's shape; ``nm`` the N:M kept
+    slots; ``active`` [F, P] False for GEMMs skipped whole; ``changed`` per-frame changed
+    element counts when delta processing applies."""
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
     r, c = plan.rows, plan.cols
@@ -150,48 +200,73 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     az3 = az.reshape((-1,) + az.shape[-2:])
     fwn = wz.shape[0]
     df = plan.dataflow
+    if active is None:
+        active = np.ones((nf, npf), bool)
+    kk = nm.k_kept if nm is not None else k
 
     # --- per-fold tiles in memory order [F, P, n_outer, n_inner]
     if df == "os":  # i over M (outer), j over N (inner)
         no, ni = -(-m // r), -(-n // c)
         ad, am = tile_bytes(az3, r, k, fa, prec.a_bits)  # [B, no, 1]
-        wd, wm = tile_bytes(wt3, c, k, fw, prec.w_bits)  # [Bw, ni, 1]
-        a_d = ad.reshape(nf, npf, no, 1)
-        a_m = am.reshape(nf, npf, no, 1)
-        w_d = wd.reshape(fwn, npf, 1, ni)
-        w_m = wm.reshape(fwn, npf, 1, ni)
+        if nm is None:
+            wd, wm = tile_bytes(wt3, c, k, fw, prec.w_bits)  # [Bw, ni, 1]
+        else:
+            wd, wm = _nm_bytes(kk * _extents(n, c)[None, :, None], hw, nm)
+        a_d, a_m = ad.reshape(nf, npf, no, 1), am.reshape(nf, npf, no, 1)
+        w_d = wd.reshape(-1, wd.shape[-2])[:, None, :].reshape(-1, 1, 1, ni)
+        w_m = wm.reshape(-1, wm.shape[-2])[:, None, :].reshape(-1, 1, 1, ni)
+        if nm is None:
+            w_d, w_m = w_d.reshape(fwn, npf, 1, ni), w_m.reshape(fwn, npf, 1, ni)
         order_cycles = fold_cycles
     elif df == "ws":  # j over N (outer), kt over K (inner)
-        no, ni = -(-n // c), -(-k // r)
-        ad, am = tile_bytes(az3, m, r, fa, prec.a_bits)  # [B, 1, ni]
-        wd, wm = tile_bytes(wt3, c, r, fw, prec.w_bits)  # [Bw, no, ni]
-        a_d = ad.reshape(nf, npf, 1, ni)
-        a_m = am.reshape(nf, npf, 1, ni)
-        w_d = wd.reshape(fwn, npf, no, ni)
-        w_m = wm.reshape(fwn, npf, no, ni)
+        no, ni = -(-n // c), -(-kk // r)
+        if nm is None:
+            ad, am = tile_bytes(az3, m, r, fa, prec.a_bits)  # [B, 1, ni]
+            wd, wm = tile_bytes(wt3, c, r, fw, prec.w_bits)  # [Bw, no, ni]
+        else:
+            rows = uniform_bounds(kk, r)  # compressed rows of each K tile
+            g0, g1 = rows[:, 0] // nm.n, (rows[:, 1] - 1) // nm.n
+            kr = np.stack([g0 * nm.m, np.minimum(k, (g1 + 1) * nm.m)], axis=1)
+            nnz, ent = range_nnz_rle(az3, np.array([[0, m]]), kr,
+                                     fa.run_bits if fa.kind == "rle" else 0)
+            numel = (m * (kr[:, 1] - kr[:, 0]))[None, None, :]
+            if fa.kind == "dense":
+                nnz = ent = np.broadcast_to(numel, nnz.shape)
+            dbits, mbits = format_bits(fa, prec.a_bits, nnz, numel, m, ent)
+            ad, am = _bytes(dbits), _bytes(mbits)
+            wd, wm = _nm_bytes(_extents(n, c)[:, None] * (rows[:, 1] - rows[:, 0])[None, :],
+                               hw, nm)
+            wd, wm = wd[None], wm[None]
+        a_d, a_m = ad.reshape(nf, npf, 1, ni), am.reshape(nf, npf, 1, ni)
+        w_d = wd.reshape(-1, npf if nm is None else 1, no, ni)
+        w_m = wm.reshape(-1, npf if nm is None else 1, no, ni)
         order_cycles = np.swapaxes(fold_cycles, -1, -2)
     else:  # "is": i over M (outer), kt over K (inner)
         no, ni = -(-m // c), -(-k // r)
         ad, am = tile_bytes(az3, c, r, fa, prec.a_bits)  # [B, no, ni]
         wd, wm = tile_bytes(wt3, n, r, fw, prec.w_bits)  # [Bw, 1, ni]
-        a_d = ad.reshape(nf, npf, no, ni)
-        a_m = am.reshape(nf, npf, no, ni)
-        w_d = wd.reshape(fwn, npf, 1, ni)
-        w_m = wm.reshape(fwn, npf, 1, ni)
+        a_d, a_m = ad.reshape(nf, npf, no, ni), am.reshape(nf, npf, no, ni)
+        w_d, w_m = wd.reshape(fwn, npf, 1, ni), wm.reshape(fwn, npf, 1, ni)
         order_cycles = np.swapaxes(fold_cycles, -1, -2)
     grid = (nf, npf, no, ni)
-    a_d, a_m, w_d, w_m = (np.broadcast_to(x, grid) for x in (a_d, a_m, w_d, w_m))
+    on = active[:, :, None, None]
+    a_d, a_m, w_d, w_m = (np.where(on, np.broadcast_to(x, grid), 0)
+                          for x in (a_d, a_m, w_d, w_m))
 
     # --- unique (DRAM) sizes and residency
-    ua_mask = _unique_a_mask(layer, az)
+    ua_mask = _unique_a_mask(layer, az, a_mask)
     uad, uam = tile_bytes(ua_mask, ua_mask.shape[1], ua_mask.shape[2], fa, prec.a_bits)
-    ua_d = uad.reshape(nf, npf)
-    ua_m = uam.reshape(nf, npf)
-    uwd, uwm = tile_bytes(wt3, n, k, fw, prec.w_bits)
-    uw_d = np.broadcast_to(uwd.reshape(fwn, npf), (nf, npf))
-    uw_m = np.broadcast_to(uwm.reshape(fwn, npf), (nf, npf))
+    ua_d = np.where(active, uad.reshape(nf, npf), 0)
+    ua_m = np.where(active, uam.reshape(nf, npf), 0)
+    if nm is None:
+        uwd, uwm = tile_bytes(wt3, n, k, fw, prec.w_bits)
+    else:
+        uwd, uwm = _nm_bytes(np.full((1, npf), kk * n), hw, nm)
+    uwd, uwm = uwd.reshape(-1, npf), uwm.reshape(-1, npf)
+    uw_d = np.where(active, np.broadcast_to(uwd, (nf, npf)), 0)
+    uw_m = np.where(active, np.broadcast_to(uwm, (nf, npf)), 0)
     a_res = (ua_d + ua_m) <= a_cap
-    w_res = (uw_d + uw_m) <= w_cap
+    w_res = (np.broadcast_to(uwd, (nf, npf)) + np.broadcast_to(uwm, (nf, npf))) <= w_cap
     if layer.kind != "matmul" and nf > 1:
         layer_w = int((uwd + uwm).sum())  # all groups of the layer, one copy
         if layer_w <= w_cap:
@@ -210,19 +285,20 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     zeros = np.zeros(grid, np.int64)
     if df == "os":
         elems = _extents(m, r)[:, None] * _extents(n, c)[None, :]
-        out_w = np.broadcast_to(_bytes(elems * prec.a_bits), grid)
+        out_w = np.where(on, _bytes(elems * prec.a_bits), 0)
         ps_r = ps_w = dps_r = dps_w = zeros
     else:
         blk = (m * _extents(n, c)) if df == "ws" else (_extents(m, c) * n)  # [no]
         ps_bytes = _bytes(blk * prec.out_bits)[:, None]
         kt = np.arange(ni)[None, :]
-        ps_r = np.broadcast_to(np.where(kt > 0, ps_bytes, 0), grid)
-        ps_w = np.broadcast_to(np.where(kt < ni - 1, ps_bytes, 0), grid)
+        ps_r1 = np.where(kt > 0, ps_bytes, 0)
+        ps_w1 = np.where(kt < ni - 1, ps_bytes, 0)
         spill = ps_bytes > out_cap
-        dps_r = np.broadcast_to(np.where(spill, ps_r[0, 0], 0), grid)
-        dps_w = np.broadcast_to(np.where(spill, ps_w[0, 0], 0), grid)
-        out_w = np.broadcast_to(np.where(kt == ni - 1, _bytes(blk * prec.a_bits)[:, None], 0),
-                                grid)
+        ps_r = np.where(on, ps_r1, 0)
+        ps_w = np.where(on, ps_w1, 0)
+        dps_r = np.where(on, np.where(spill, ps_r1, 0), 0)
+        dps_w = np.where(on, np.where(spill, ps_w1, 0), 0)
+        out_w = np.where(on, np.where(kt == ni - 1, _bytes(blk * prec.a_bits)[:, None], 0), 0)
 
     # --- register files
     slots = performed + gated
@@ -247,12 +323,16 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     counts["rf_a_write_bytes"] = counts["glb_a_read_bytes"]
     counts["rf_w_write_bytes"] = counts["glb_w_read_bytes"]
     counts = {key: counts[key] for key in TRAFFIC_KEYS}
+    state = _delta_state(layer, hw, npf, m, n, active, changed)
+    counts.update(state)
     if max(counts.values()) >= 2**62:
         raise SimulationError(f"layer {layer.name!r}: traffic overflows 64-bit counters")
 
-    # --- stall timeline over all folds of the layer, in memory order
+    # --- stall timeline over the folds of the layer's active GEMMs, in memory order
+    sel = np.broadcast_to(on, grid).reshape(-1)
+
     def flat(x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+        return np.ascontiguousarray(np.broadcast_to(x, grid), dtype=np.int64).reshape(-1)[sel]
 
     dram_in = flat(da_d + da_m + dw_d + dw_m + dps_r)
     dram_out = flat(dps_w + out_w)
@@ -269,5 +349,6 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         cycles = int(load[0]) + int(np.maximum(compute, load[1:]).sum())
     else:
         cycles = int(load.sum()) + compute_total
+    cycles += state["state_cycles"]
     return MemoryResult(counts=counts, compute_cycles=compute_total,
                         stall_cycles=cycles - compute_total, cycles=cycles)

@@ -71,13 +71,13 @@ def test_depthwise_uses_array_badly():
 
 
 def test_overflow_guard():
-    from accelsim.engine import _pair_counts
+    from accelsim.engine import _mac_counts
     from accelsim.errors import SimulationError
 
     az = np.lib.stride_tricks.as_strided(np.ones(1, bool), (1, 2**20, 2**21, 1), (0, 0, 0, 0))
     wz = np.lib.stride_tricks.as_strided(np.ones(1, bool), (1, 2**20, 1, 2**21), (0, 0, 0, 0))
     with pytest.raises(SimulationError, match="overflows 64-bit"):
-        _pair_counts(az, wz)
+        _mac_counts(az, wz, "skip_both", None)
 
 
 def test_cli_simulate_table_and_outputs(tmp_path, capsys, root):
