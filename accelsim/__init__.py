@@ -1,10 +1,18 @@
 """accelsim: a cycle-level simulator of sparse DNN accelerators on real traces."""
 
+from . import plot
 from .energy import load_energy_table, reprice
 from .errors import AccelsimError, ConfigError, SimulationError, TraceError
 from .hwconfig import HwConfig, load_hwconfig
+from .inspect import inspect_totals, inspect_trace
 from .report import simulate, totals, with_totals
+from .sparsity import prune_nm
+from .sweep import load_results, pareto, sweep
 from .trace import Layer, Trace, load_trace, write_trace
+from .tracing import trace_torch
+
+#: ``accelsim.inspect(trace)``: per-layer shapes, densities and delta densities
+inspect = inspect_trace
 
 __version__ = "0.1.0"
 
@@ -16,12 +24,21 @@ __all__ = [
     "SimulationError",
     "Trace",
     "TraceError",
+    "inspect",
+    "inspect_totals",
+    "inspect_trace",
     "load_energy_table",
     "load_hwconfig",
+    "load_results",
     "load_trace",
+    "prune_nm",
+    "pareto",
+    "plot",
     "reprice",
     "simulate",
+    "sweep",
     "totals",
+    "trace_torch",
     "with_totals",
     "write_trace",
 ]

@@ -20,7 +20,7 @@ def _fmt_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
     cols = [c for c in columns if c in df.columns]
     view = df[cols].copy()
     for c in cols:
-        if c in ("util",) or c.startswith("density") or c.endswith("_frac"):
+        if c == "util" or "density" in c or "frac" in c:
             view[c] = view[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
         elif c.endswith("_pj") or c.endswith("_s"):
             view[c] = view[c].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
@@ -31,13 +31,22 @@ def _fmt_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .hwconfig import load_hwconfig, parse_override
-    from .report import BRIEF_COLUMNS, ENERGY_COLUMNS, simulate, with_totals, write_table
+    from .report import BRIEF_COLUMNS, ENERGY_COLUMNS, simulate, with_totals
     from .trace import load_trace
 
     overrides = dict(parse_override(s) for s in args.set or [])
     hw = load_hwconfig(args.hw, overrides)
     trace = load_trace(args.trace)
-    df = simulate(trace, hw)
+    if args.prune:
+        trace = _prune(trace, args.prune)
+    if args.per_frame:
+        frames = simulate(trace, hw, per_frame=True)
+        print(f"trace {trace.model} on {hw.name}: per frame")
+        print(_fmt_table(frames, list(frames.columns)))
+        if args.output:
+            _write(frames, args.output)
+        return 0
+    df = simulate(trace, hw, functional=args.functional)
     full = with_totals(df)
     if args.columns:
         columns = [c.strip() for c in args.columns.split(",") if c.strip()]
@@ -49,6 +58,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         columns = list(full.columns)
     elif args.show == "energy":
         columns = ["layer", "kind", "cycles", *ENERGY_COLUMNS]
+    elif args.show == "delta":
+        columns = ["layer", "kind", "frames", "macs_performed", "compute_cycles", "cycles",
+                   "delta_density_a", "delta_gemms_skipped", "state_ref_read_bytes",
+                   "state_ref_write_bytes", "state_acc_read_bytes", "state_acc_write_bytes",
+                   "state_in_dram", "state_cycles", "energy_state_pj", "energy_pj",
+                   "delta_err_max", "delta_err_rms", "delta_err_rel"]
     elif args.show == "traffic":
         columns = ["layer", "kind", "compute_cycles", "stall_cycles", "cycles",
                    *[c for c in full.columns if c.endswith("_bytes")]]
@@ -67,12 +82,74 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if tot["energy_pj"] > 0:
         print("energy breakdown: " + ", ".join(
             f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items()))
+    features = _baseline_overrides(hw)
+    if features and not args.no_baseline:
+        base = with_totals(simulate(trace, hw.with_overrides(features))).iloc[-1]
+        name = " and ".join(f for f in ("delta" if "delta.enabled" in features else "",
+                                        "N:M" if "structured.n" in features else "") if f)
+        print(f"against the same array without {name}: {base['cycles'] / tot['cycles']:.3f}x "
+              f"speedup ({int(base['cycles'])} -> {int(tot['cycles'])} cycles), "
+              f"{base['energy_pj'] / tot['energy_pj']:.3f}x less energy, MACs performed "
+              f"{int(base['macs_performed'])} -> {int(tot['macs_performed'])}")
     if args.output:
-        try:
-            write_table(full, args.output)
-        except (OSError, ValueError) as e:
-            raise AccelsimError(f"-o {args.output}: {e}") from None
-        print(f"wrote {args.output}")
+        _write(full, args.output)
+    return 0
+
+
+def _write(df: pd.DataFrame, path: str) -> None:
+    from .report import write_table
+
+    try:
+        write_table(df, path)
+    except (OSError, ValueError) as e:
+        raise AccelsimError(f"-o {path}: {e}") from None
+    print(f"wrote {path}")
+
+
+def _baseline_overrides(hw) -> dict:
+    out: dict = {}
+    if hw.delta.enabled:
+        out["delta.enabled"] = False
+    if hw.structured.n:
+        out["structured.n"] = 0
+    return out
+
+
+def _prune(trace, spec: str):
+    from .sparsity import prune_nm
+
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] != "nm" or not all(p.isdigit() for p in parts[1:]):
+        raise AccelsimError(f"--prune {spec!r}: expected nm:N:M, e.g. nm:2:4")
+    n, m = int(parts[1]), int(parts[2])
+    pruned, removed = prune_nm(trace, n, m)
+    frac = pruned.provenance["transforms"][-1]["removed_fraction"]
+    print(f"pruned to {n}:{m} along K (magnitude): removed {100 * frac:.1f}% of weights "
+          f"({', '.join(f'{k} {100 * v:.1f}%' for k, v in removed.items())})")
+    return pruned
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import inspect_totals, inspect_trace
+    from .trace import load_trace
+
+    trace = load_trace(args.trace)
+    df = inspect_trace(trace)
+    tot = inspect_totals(df)
+    tot = tot.drop(labels=[c for c in tot.index if c not in df.columns])
+    tot["name"] = "TOTAL"
+    full = pd.concat([df, tot.to_frame().T], ignore_index=True)
+    for col in df.columns:
+        if pd.api.types.is_integer_dtype(df[col]):
+            full[col] = full[col].astype("Int64")
+        elif pd.api.types.is_float_dtype(df[col]):
+            full[col] = full[col].astype(float)
+    prov = trace.provenance
+    print(f"trace {trace.model}: {len(trace)} layers"
+          + (" (synthetic)" if prov.get("synthetic") else ""))
+    print(_fmt_table(full, list(full.columns)))
+    if args.output:
+        _write(full, args.output)
     return 0
 
 
@@ -103,11 +180,32 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--columns", help="comma-separated columns to print")
     g.add_argument("--all-columns", action="store_true", help="print every column")
-    g.add_argument("--show", choices=("brief", "traffic", "energy"), default="brief",
+    g.add_argument("--show", choices=("brief", "traffic", "energy", "delta"), default="brief",
                    help="column group to print: brief (default), traffic (bytes per level, "
-                        "operand and direction, data and metadata apart) or energy (pJ per "
-                        "component)")
+                        "operand and direction, data and metadata apart), energy (pJ per "
+                        "component) or delta (delta density, state traffic, output error)")
+    s.add_argument("--prune", metavar="nm:N:M",
+                   help="magnitude-prune every weight to N:M along K before simulating")
+    s.add_argument("--functional", action="store_true",
+                   help="compute delta-path outputs and report their error against direct "
+                        "computation (delta_err_* columns)")
+    s.add_argument("--per-frame", action="store_true",
+                   help="print one row per (layer, frame) instead")
+    s.add_argument("--no-baseline", action="store_true",
+                   help="with delta or N:M on, skip the comparison run without them")
     s.set_defaults(func=_cmd_simulate)
+
+    i = sub.add_parser(
+        "inspect", help="per-layer shapes, densities and delta densities of a trace",
+        description="Print, per layer of TRACE: kind, GEMM shape (m, k, n), dense MACs, "
+                    "density of each operand (exact zeros, and |q| > 1 for quantised "
+                    "tensors), the density of changes between consecutive frames, and "
+                    "stored bytes; then the totals.")
+    i.add_argument("trace", help="trace directory (holding manifest.yaml)")
+    i.add_argument("-o", "--output", metavar="FILE", help="also write the table (.csv/.json)")
+    i.set_defaults(func=_cmd_inspect)
+    from .cli_sweep import register
+    register(sub)
     return p
 
 

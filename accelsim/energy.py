@@ -21,7 +21,7 @@ from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build
 
 ENERGY_DIR = HWCONFIG_DIR / "energy"
 MAC_TYPES = ("int8", "int16", "fp16", "fp32")
-COMPONENTS = ("mac", "rf", "glb", "dram", "leakage")
+COMPONENTS = ("mac", "mux", "rf", "glb", "dram", "state", "leakage")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class EnergyTable:
     dram_pj_per_bit: Mapping[str, float]
     leak_pe_mw: float
     leak_sram_mw_per_kib: float
+    nm_mux_pj: float = 0.0
 
     def sram_pj_per_byte(self, kib: float) -> float:
         """Read energy per byte of an SRAM of ``kib`` KiB (log2-linear interpolation)."""
@@ -113,7 +114,8 @@ def load_energy_table(name: str | os.PathLike | Mapping[str, Any]) -> EnergyTabl
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError:
             raise ConfigError(f"{where}: invalid YAML") from None
-    _check_keys(raw, {"name", "mac", "rf", "sram", "dram_pj_per_bit", "leakage"}, where, "")
+    _check_keys(raw, {"name", "mac", "rf", "sram", "dram_pj_per_bit", "leakage", "nm_mux_pj"},
+                where, "")
     mac = raw.get("mac")
     _check_keys(mac, set(MAC_TYPES), where, "mac.")
     prices = {}
@@ -139,6 +141,7 @@ def load_energy_table(name: str | os.PathLike | Mapping[str, Any]) -> EnergyTabl
         dram_pj_per_bit={k: _num(dram, k, where, "dram_pj_per_bit.") for k in dram},
         leak_pe_mw=_num(leak, "pe_mw", where, "leakage."),
         leak_sram_mw_per_kib=_num(leak, "sram_mw_per_kib", where, "leakage."),
+        nm_mux_pj=_num(raw, "nm_mux_pj", where, ""),
     )
 
 
@@ -168,6 +171,9 @@ def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
         e = table.sram_pj_per_byte(kib)
         p[f"glb_{op}_read"], p[f"glb_{op}_write"] = e, e * wf
     p["dram"] = table.dram_pj_per_bit[dt] * 8
+    e = table.sram_pj_per_byte(hw.delta.state_kib)
+    p["state_sram_read"], p["state_sram_write"] = e, e * wf
+    p["nm_mux"] = table.nm_mux_pj
     pes = hw.array.rows * hw.array.cols
     leak_mw = pes * table.leak_pe_mw + (glb.a_kib + glb.w_kib + glb.out_kib) * \
         table.leak_sram_mw_per_kib
@@ -196,8 +202,15 @@ def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, fl
                                     "dram_psum_read_bytes", "dram_psum_write_bytes",
                                     "dram_out_write_bytes"))
     e["dram"] = dram_bytes * p["dram"]
+    reads = c.get("state_ref_read_bytes", 0) + c.get("state_acc_read_bytes", 0)
+    writes = c.get("state_ref_write_bytes", 0) + c.get("state_acc_write_bytes", 0)
+    if c.get("state_in_dram", 0):
+        e["state"] = (reads + writes) * p["dram"]
+    else:
+        e["state"] = reads * p["state_sram_read"] + writes * p["state_sram_write"]
+    e["mux"] = c.get("nm_mux_ops", 0) * p["nm_mux"]
     e["leakage"] = c["cycles"] * p["leakage_per_cycle"]
-    out = {f"energy_{k}_pj": float(v) for k, v in e.items()}
+    out = {f"energy_{k}_pj": float(e[k]) for k in COMPONENTS}
     out["energy_pj"] = float(sum(e.values()))
     return out
 

@@ -252,6 +252,8 @@ class LayerStats:
     delta_nnz: int = 0
     delta_size: int = 0
     nm_mux_ops: int = 0
+    #: nonzeros of the A operand (the delta operand under delta processing) per frame
+    frame_nnz_a: np.ndarray | None = None
 
     @property
     def compute_cycles(self) -> int:
@@ -316,6 +318,8 @@ def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
     stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
                        size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size,
                        nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0)
+    stats.frame_nnz_a = np.count_nonzero(
+        a_mask.reshape(shape.frames, -1) if layer.frames else a_mask.reshape(1, -1), axis=1)
     if changed is not None:
         stats.delta_nnz = int(np.count_nonzero(a_mask[1:]))
         stats.delta_size = int(a_mask[1:].size)

@@ -13,13 +13,14 @@ import pandas as pd
 from .energy import energy_of, load_energy_table, prices
 from .engine import LayerStats, simulate_layer
 from .hwconfig import HwConfig, load_hwconfig
-from .memory import TRAFFIC_KEYS
+from .memory import STATE_KEYS, TRAFFIC_KEYS
 from .trace import Trace, load_trace
 
 #: integer count columns (summed in totals)
 COUNT_COLUMNS = [
     "macs_dense", "macs_performed", "macs_gated", "macs_skipped",
-    "folds", "compute_cycles", "stall_cycles", "cycles", *TRAFFIC_KEYS,
+    "folds", "compute_cycles", "stall_cycles", "cycles", *TRAFFIC_KEYS, *STATE_KEYS,
+    "nm_mux_ops", "delta_gemms_skipped",
 ]
 #: columns shown by the CLI by default
 BRIEF_COLUMNS = [
@@ -28,8 +29,10 @@ BRIEF_COLUMNS = [
     "density_a", "density_w", "dram_bytes", "glb_bytes", "energy_pj",
 ]
 #: extra column groups the CLI can show with --columns
-ENERGY_COLUMNS = ["energy_mac_pj", "energy_rf_pj", "energy_glb_pj", "energy_dram_pj",
-                  "energy_leakage_pj", "energy_pj"]
+ENERGY_COLUMNS = ["energy_mac_pj", "energy_mux_pj", "energy_rf_pj", "energy_glb_pj",
+                  "energy_dram_pj", "energy_state_pj", "energy_leakage_pj", "energy_pj"]
+#: extra brief columns when delta processing is on
+DELTA_COLUMNS = ["delta_density_a", "delta_gemms_skipped", "state_bytes"]
 
 
 def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[str, Any]:
@@ -53,6 +56,11 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
         "latency_s": cycles / (hw.clock_ghz * 1e9),
     }
     row.update(stats.mem.counts)
+    row["nm_mux_ops"] = stats.nm_mux_ops
+    row["delta_gemms_skipped"] = int((~stats.gemm.active).sum())
+    row["delta_density_a"] = (stats.delta_nnz / stats.delta_size if stats.delta_size
+                              else float("nan"))
+    row["state_bytes"] = sum(stats.mem.counts[k] for k in STATE_KEYS[:4])
     row["dram_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("dram_"))
     row["glb_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("glb_"))
     row.update(energy_of(row, price))
@@ -60,24 +68,65 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
 
 
 _INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
-                "size_w", "dram_bytes", "glb_bytes"]
+                "size_w", "dram_bytes", "glb_bytes", "state_bytes"]
 
 
-def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
-             overrides: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
-
-    ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
-    (``{"array.rows": 32}``). Counts are int64; see :func:`totals` for the sums.
-    """
+def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
     if not isinstance(trace, Trace):
         trace = load_trace(trace)
     if not isinstance(hw, HwConfig):
         hw = load_hwconfig(hw, overrides)
     elif overrides:
         hw = hw.with_overrides(overrides)
+    return trace, hw
+
+
+def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
+             overrides: Mapping[str, Any] | None = None, *,
+             functional: bool = False, per_frame: bool = False) -> pd.DataFrame:
+    """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
+
+    ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
+    (``{"array.rows": 32}``). Counts are int64; see :func:`totals` for the sums.
+    ``functional=True`` also computes every delta layer's outputs along the delta path
+    and reports their error against direct computation (``delta_err_*`` columns).
+    ``per_frame=True`` returns one row per (layer, frame) instead: the A operand's
+    density, MACs performed and compute cycles of each frame.
+    """
+    trace, hw = _resolve(trace, hw, overrides)
     price = prices(hw, load_energy_table(hw.energy))
-    rows = [layer_row(simulate_layer(layer, hw), hw, price) for layer in trace.layers]
+    rows = []
+    frames = []
+    for layer in trace.layers:
+        stats = simulate_layer(layer, hw)
+        row = layer_row(stats, hw, price)
+        if functional:
+            from .engine import delta_applies
+            from .sparsity import delta_error
+
+            nan = float("nan")
+            row.update(delta_error(layer, hw.delta.threshold) if delta_applies(layer, hw)
+                       else {"delta_err_max": nan, "delta_err_rms": nan,
+                             "delta_err_rel": nan, "delta_exact": nan})
+        rows.append(row)
+        if per_frame:
+            per = stats.size_a // stats.shape.frames
+            for t in range(stats.shape.frames):
+                frames.append({
+                    "layer": layer.name, "frame": t,
+                    "density_a": int(stats.frame_nnz_a[t]) / per,
+                    "macs_dense": stats.shape.macs_dense // stats.shape.frames,
+                    "macs_performed": int(stats.gemm.frame_performed[t]),
+                    "compute_cycles": int(stats.gemm.frame_cycles[t]),
+                    "gemms_skipped": int((~stats.gemm.active[t]).sum()),
+                })
+    if per_frame:
+        out = pd.DataFrame(frames)
+        for col in ("frame", "macs_dense", "macs_performed", "compute_cycles",
+                    "gemms_skipped"):
+            out[col] = out[col].astype(np.int64)
+        out.attrs.update(hw=hw.name, trace=trace.model)
+        return out
     df = pd.DataFrame(rows)
     for col in COUNT_COLUMNS + _INT_COLUMNS:
         df[col] = df[col].astype(np.int64)

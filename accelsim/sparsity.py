@@ -162,3 +162,50 @@ def prune_nm(trace: Trace, n: int, m: int) -> tuple[Trace, dict[str, float]]:
     prov["transforms"] = [*prov.get("transforms", []),
                           {"prune_nm": f"{n}:{m}", "removed_fraction": round(frac, 6)}]
     return Trace(model=trace.model, layers=tuple(layers), provenance=prov), removed
+
+
+def delta_outputs(layer: Layer, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs along the delta path and directly: ``(y_delta, y_direct)``, each
+    [F, P, M, N] in stored-value units (int64 for integer traces, exact).
+
+    ``y_delta[t] = y_delta[t-1] + lower(d_t) @ W`` with the thresholded deltas ``d_t`` of
+    :func:`delta_operand`; ``y_direct[t] = lower(x_t) @ W``."""
+    from .workload import lower_a
+
+    x = np.asarray(layer.a)
+    wide = np.int64 if x.dtype.kind in "iu" and layer.w.dtype.kind in "iu" else np.float64
+    op, _ = delta_operand(x, threshold)
+    w = lower_w(layer, np.asarray(layer.w).astype(wide))
+    y_delta = np.cumsum(np.matmul(lower_a(layer, op.astype(wide)), w), axis=0)
+    y_direct = np.matmul(lower_a(layer, x.astype(wide)), w)
+    return y_delta, y_direct
+
+
+def _out_scale(layer: Layer, shape: tuple[int, ...]) -> np.ndarray | float:
+    """Real-unit scale of an output element [.., P, M, N] (input scale x weight scale)."""
+    qa, qw = layer.quant_of("input"), layer.quant_of("weight")
+    sa = float(qa.scale) if qa.scheme == "symmetric" else 1.0
+    if qw.scheme == "symmetric":
+        return sa * float(qw.scale)
+    if qw.scheme == "per_channel" and qw.axis in (0, -np.asarray(layer.w).ndim):
+        sw = np.asarray(qw.scale, np.float64)  # per output channel
+        if layer.kind == "linear":
+            return sa * sw[None, None, None, :]
+        p, n = shape[1], shape[-1]
+        return sa * sw.reshape(p, 1, n)[None]
+    return sa
+
+
+def delta_error(layer: Layer, threshold: float) -> dict[str, float]:
+    """Output error of delta processing against direct computation, in real units when
+    the trace records quantisation scales: ``delta_err_max``, ``delta_err_rms``,
+    ``delta_err_rel`` (RMS error over the RMS of the direct outputs) and ``delta_exact``
+    (1.0 when the two agree exactly)."""
+    y_delta, y_direct = delta_outputs(layer, threshold)
+    diff = (y_delta - y_direct).astype(np.float64) * _out_scale(layer, y_delta.shape)
+    ref = y_direct.astype(np.float64) * _out_scale(layer, y_delta.shape)
+    exact = bool(np.array_equal(y_delta, y_direct))
+    rms = float(np.sqrt(np.mean(diff ** 2)))
+    ref_rms = float(np.sqrt(np.mean(ref ** 2)))
+    return {"delta_err_max": float(np.abs(diff).max()), "delta_err_rms": rms,
+            "delta_err_rel": rms / ref_rms if ref_rms else 0.0, "delta_exact": float(exact)}
