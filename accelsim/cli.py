@@ -81,7 +81,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     comp = {c[len("energy_"):-len("_pj")]: tot[c] for c in ENERGY_COLUMNS[:-1]}
     if tot["energy_pj"] > 0:
         print("energy breakdown: " + ", ".join(
-            f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items()))
+            f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items() if v > 0))
     features = _baseline_overrides(hw)
     if features and not args.no_baseline:
         base = with_totals(simulate(trace, hw.with_overrides(features))).iloc[-1]

@@ -60,7 +60,9 @@ def range_nnz_rle(mask: np.ndarray, xb: np.ndarray, yb: np.ndarray,
                   run_bits: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`block_nnz_rle` for explicit row ranges ``xb`` and column ranges ``yb``
     (int arrays [n, 2] of [start, end)); ranges may overlap."""
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    m = np.ascontiguousarray(mask)
+    if m.dtype != np.bool_:
+        m = m != 0
     xb = np.ascontiguousarray(xb, dtype=np.int64)
     yb = np.ascontiguousarray(yb, dtype=np.int64)
     shape = (m.shape[0], xb.shape[0], yb.shape[0])
