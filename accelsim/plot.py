@@ -53,7 +53,7 @@ def _pick(values: Any, units: list[tuple[float, str]]) -> tuple[float, str]:
 def unit_of(col: str, values: Any = ()) -> tuple[float, str]:
     """(divisor, unit text) to show column ``col``."""
     if col.endswith("_pj_s"):
-        return 1.0, "pJ·s"
+        return 1e3, "µJ·ms"  # 1 µJ·ms = 1e3 pJ·s
     if col.endswith("_pj"):
         return _pick(values, _ENERGY_UNITS)
     if col.endswith("_s"):
@@ -160,8 +160,6 @@ def pareto(df: pd.DataFrame, x: str = "latency_s", y: str = "energy_pj",
             for lev, col in zip(levels, _colors(len(levels)), strict=True):
                 m = (vals == lev).to_numpy()
                 ax.scatter(xs[m], ys[m], s=22, color=col, alpha=0.75, label=f"{lev}")
-            ax.legend(title=_NAMES.get(color, color), fontsize=8, title_fontsize=8,
-                      loc="upper right", framealpha=0.9)
     else:
         ax.scatter(xs, ys, s=22, color="tab:blue", alpha=0.6, label="configs")
     traces = data["trace"].unique() if "trace" in data.columns else [None]
@@ -170,19 +168,18 @@ def pareto(df: pd.DataFrame, x: str = "latency_s", y: str = "energy_pj",
         sub = data if tr is None else data[data["trace"] == tr]
         front = _pareto(sub, x, y, maximize=maximize)
         fx, fy = front[x].astype(float) / sx, front[y].astype(float) / sy
-        name = "Pareto front" + (f" ({tr})" if len(traces) > 1 else "")
+        name = f"Pareto front ({len(front)} pt{'s' if len(front) != 1 else ''})" + \
+            (f", {tr}" if len(traces) > 1 else "")
         ax.step(fx, fy, where="post", color="black", lw=1.4, ls=styles[i % 4], zorder=3,
                 label=name)
         ax.scatter(fx, fy, s=40, facecolors="none", edgecolors="black", lw=1.2, zorder=4)
         prod = (sub[x].astype(float) * sub[y].astype(float)).to_numpy()
         best = sub.iloc[int(np.argmin(prod))]
+        what = "energy-delay" if {x, y} == {"latency_s", "energy_pj"} else \
+            f"{_NAMES.get(x, x)} × {_NAMES.get(y, y)}"
+        star = f"lowest {what}" + (f": {best['label']}" if "label" in sub.columns else "")
         ax.scatter([float(best[x]) / sx], [float(best[y]) / sy], marker="*", s=220,
-                   color="gold", edgecolors="black", zorder=5)
-        if "label" in sub.columns:
-            ax.annotate(f"min {x}·{y}:\n{best['label']}", (float(best[x]) / sx,
-                        float(best[y]) / sy), xytext=(12, 12), textcoords="offset points",
-                        fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.8},
-                        bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85})
+                   color="gold", edgecolors="black", zorder=5, label=star)
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -191,8 +188,8 @@ def pareto(df: pd.DataFrame, x: str = "latency_s", y: str = "energy_pj",
     ax.set_ylabel(ly)
     ax.set_title(_title(data, "Pareto front"), fontsize=10)
     ax.grid(True, alpha=0.3)
-    if color is None:
-        ax.legend(fontsize=8)
+    ax.legend(title=_NAMES.get(color, color) if color else None, fontsize=8,
+              title_fontsize=8, loc="best", framealpha=0.9)
     return ax
 
 
@@ -232,7 +229,8 @@ def energy_breakdown(df: pd.DataFrame, by: str = "layer", ax: Any = None) -> Any
         data = _one_point(df, "energy_breakdown")
     else:
         data = totals_only(df) if "scope" in df.columns else df
-    comps = [c for c in data.columns if _ENERGY_RE.match(c)]
+    comps = [c for c in data.columns if _ENERGY_RE.match(c)
+             and float(data[c].astype(float).abs().sum()) > 0]
     if not comps:
         raise ValueError("energy_breakdown: no energy_<component>_pj columns")
     ax = _ax(ax, (max(5.5, 0.9 * len(data) + 3.0), 4.4))
@@ -304,11 +302,14 @@ def density_speedup(df: pd.DataFrame, key: str = "zero_policy", baseline: Any = 
         raise ValueError(f"density_speedup: no rows to compare with {key}={baseline}")
     ax = _ax(ax)
     levels = sorted(sp[key].unique(), key=str)
-    for lev, col in zip(levels, _colors(len(levels)), strict=True):
+    marks, styles = "os^Dv", ["-", "--", "-.", ":"]
+    for i, (lev, col) in enumerate(zip(levels, _colors(len(levels)), strict=True)):
         sub = sp[sp[key] == lev]
-        ax.scatter(sub[density], sub["speedup"], s=16, color=col, alpha=0.45)
+        ax.scatter(sub[density], sub["speedup"], s=14, color=col, alpha=0.35,
+                   marker=marks[i % 5])
         med = sub.groupby(sub[density].round(2))["speedup"].median()
-        ax.plot(med.index, med.to_numpy(), "-o", color=col, ms=4, label=str(lev))
+        ax.plot(med.index, med.to_numpy(), ls=styles[i % 4], marker=marks[i % 5],
+                color=col, ms=5, lw=1.6, label=f"{lev} (median)")
     ax.axhline(1.0, color="black", ls="--", lw=1, label="break-even")
     ax.set_xlabel(label_of(density)[1])
     what = "speedup" if "cycles" in metric or metric.endswith("_s") else \

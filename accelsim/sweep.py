@@ -536,7 +536,8 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     chosen.sort(key=lambda t: t[0])
     points = []
     for _idx, values, raw in chosen:
-        label = " ".join(f"{short[k]}={v}" for k, v in values.items())
+        label = " ".join(f"{short[k]}={v:g}" if isinstance(v, float) else f"{short[k]}={v}"
+                         for k, v in values.items())
         error = None
         try:
             hw = build(HwConfig, raw, where=f"{spec.where} point {label}")
