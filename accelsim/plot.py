@@ -142,7 +142,7 @@ def pareto(df: pd.DataFrame, x: str = "latency_s", y: str = "energy_pj",
     """Scatter of every ok (point, trace) total, coloured by ``color`` (a swept key),
     with the Pareto front of (``x``, ``y``) drawn as a staircase and the point of
     lowest ``x * y`` starred and labelled."""
-    ax = _ax(ax)
+    ax = _ax(ax, (8.8, 4.6))
     data = totals_only(df).dropna(subset=[x, y])
     if data.empty:
         raise ValueError("pareto: no ok total rows to plot")
@@ -177,7 +177,7 @@ def pareto(df: pd.DataFrame, x: str = "latency_s", y: str = "energy_pj",
         best = sub.iloc[int(np.argmin(prod))]
         what = "energy-delay" if {x, y} == {"latency_s", "energy_pj"} else \
             f"{_NAMES.get(x, x)} × {_NAMES.get(y, y)}"
-        star = f"lowest {what}" + (f": {best['label']}" if "label" in sub.columns else "")
+        star = f"lowest {what}" + (f":\n{best['label']}" if "label" in sub.columns else "")
         ax.scatter([float(best[x]) / sx], [float(best[y]) / sy], marker="*", s=220,
                    color="gold", edgecolors="black", zorder=5, label=star)
     if logx:
@@ -188,8 +188,9 @@ def pareto(df: pd.DataFrame, x: str = "latency_s", y: str = "energy_pj",
     ax.set_ylabel(ly)
     ax.set_title(_title(data, "Pareto front"), fontsize=10)
     ax.grid(True, alpha=0.3)
+    # outside the axes, so that it never hides a point
     ax.legend(title=_NAMES.get(color, color) if color else None, fontsize=8,
-              title_fontsize=8, loc="best", framealpha=0.9)
+              title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
@@ -293,11 +294,14 @@ def heatmap(df: pd.DataFrame, x: str, y: str, metric: str = "edp_pj_s", agg: str
 
 def density_speedup(df: pd.DataFrame, key: str = "zero_policy", baseline: Any = "none",
                     metric: str = "cycles", density: str = "density_a",
-                    ax: Any = None) -> Any:
+                    match: Sequence[str] | None = None, ax: Any = None) -> Any:
     """Speedup (``baseline`` metric / metric) against operand density, one curve per
-    value of ``key``, from per-layer rows; the dashed line at 1 is break-even. With
-    ``metric="energy_pj"`` it shows the energy saving, where metadata can lose."""
-    sp = _speedup(df, key=key, baseline=baseline, metric=metric)
+    value of ``key``, from per-layer rows (dots), with the median per 0.05 of density
+    (line); the dashed line at 1 is break-even. With
+    ``metric="energy_pj"`` it shows the energy saving, where metadata can lose.
+    ``match`` names the columns a row shares with its baseline (see
+    :func:`accelsim.sweep.speedup`)."""
+    sp = _speedup(df, key=key, baseline=baseline, metric=metric, match=match)
     if sp.empty:
         raise ValueError(f"density_speedup: no rows to compare with {key}={baseline}")
     ax = _ax(ax)
@@ -307,7 +311,7 @@ def density_speedup(df: pd.DataFrame, key: str = "zero_policy", baseline: Any = 
         sub = sp[sp[key] == lev]
         ax.scatter(sub[density], sub["speedup"], s=14, color=col, alpha=0.35,
                    marker=marks[i % 5])
-        med = sub.groupby(sub[density].round(2))["speedup"].median()
+        med = sub.groupby((sub[density] * 20).round() / 20)["speedup"].median()
         ax.plot(med.index, med.to_numpy(), ls=styles[i % 4], marker=marks[i % 5],
                 color=col, ms=5, lw=1.6, label=f"{lev} (median)")
     ax.axhline(1.0, color="black", ls="--", lw=1, label="break-even")

@@ -1015,11 +1015,12 @@ def pareto(df: pd.DataFrame, x: str = "latency_s", y: str = "energy_pj", *,
 
 
 def speedup(df: pd.DataFrame, key: str = "zero_policy", baseline: Any = "none",
-            metric: str = "cycles", scope: str = "layer") -> pd.DataFrame:
+            metric: str = "cycles", scope: str = "layer",
+            match: Sequence[str] | None = None) -> pd.DataFrame:
     """Rows of ``df`` (ok, of ``scope``) that have ``key != baseline``, with
-    ``baseline_<metric>`` and ``speedup = baseline / metric`` from the row that differs
-    only in ``key`` (same trace, layer and other swept keys). For ``metric="energy_pj"``
-    it is the energy saving factor."""
+    ``baseline_<metric>`` and ``speedup = baseline / metric`` from the baseline row
+    with the same ``match`` columns (default: trace, layer and the other swept keys).
+    For ``metric="energy_pj"`` it is the energy saving factor."""
     if key not in df.columns:
         raise KeyError(f"speedup: no column {key!r}")
     data = df
@@ -1027,8 +1028,11 @@ def speedup(df: pd.DataFrame, key: str = "zero_policy", baseline: Any = "none",
         data = data[data["status"] == "ok"]
     if "scope" in data.columns:
         data = data[data["scope"] == scope]
-    swept = [k for k in df.attrs.get("swept_keys", []) if k != key and k in data.columns]
-    on = [c for c in ("trace", "layer") if c in data.columns] + swept
+    if match is None:
+        swept = [k for k in df.attrs.get("swept_keys", []) if k != key and k in data.columns]
+        on = [c for c in ("trace", "layer") if c in data.columns] + swept
+    else:
+        on = list(match)
     base = data[data[key] == baseline][on + [metric]].rename(
         columns={metric: f"baseline_{metric}"})
     rest = data[data[key] != baseline]
