@@ -23,6 +23,13 @@ inner; is: M tiles outer, K tiles inner). Each fold's A and W tiles are cut out 
 explicit sub-arrays and their compressed sizes are computed by walking them element by
 element; DRAM passes are spread over folds with integer shares, and the stall timeline
 is stepped fold by fold over all folds of all GEMMs of a layer.
+
+Temporal delta and N:M structured weights (``docs/delta-and-nm.md``): the delta operand
+is computed element by element, frame by frame, and lowered like the input; GEMMs of
+frames >= 1 with an all-zero operand are skipped whole under ``skip_a``/``skip_both``.
+The N:M kept slots are picked group by group, column by column; pairs on other slots
+are skipped by the structure (os: they take no time in the PE's walk; ws: they are on
+no PE, rows being the compressed index ``k'``). State traffic is added per frame.
 """
 
 from __future__ import annotations
@@ -30,15 +37,17 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .errors import SimulationError
 from .hwconfig import HwConfig
 
 __all__ = [
-    "ALL_FIELDS", "FIELDS", "MEMORY_FIELDS", "simulate_gemm", "simulate_layer",
-    "tile_sizes",
+    "ALL_FIELDS", "DELTA_NM_FIELDS", "FIELDS", "MEMORY_FIELDS", "STATE_FIELDS",
+    "simulate_gemm", "simulate_layer", "tile_sizes",
 ]
 
 #: the compute fields: MAC counts, folds and compute cycles (what the reference
@@ -83,8 +92,22 @@ MEMORY_FIELDS = (
     "cycles",
 )
 
+#: temporal delta state traffic (bytes), placement (0/1) and cycles
+STATE_FIELDS = (
+    "state_ref_read_bytes",
+    "state_ref_write_bytes",
+    "state_acc_read_bytes",
+    "state_acc_write_bytes",
+    "state_in_dram",
+    "state_cycles",
+)
+
+#: the delta and N:M fields (0 where the feature does not apply)
+DELTA_NM_FIELDS = STATE_FIELDS + ("nm_mux_ops",)
+
 #: the integer fields every result carries
-ALL_FIELDS = FIELDS + tuple(k for k in MEMORY_FIELDS if k not in FIELDS)
+ALL_FIELDS = (FIELDS + tuple(k for k in MEMORY_FIELDS if k not in FIELDS)
+              + DELTA_NM_FIELDS)
 
 SKIP, GATE, PERF = "skip", "gate", "perf"
 def _classify(a: Any, w: Any, policy: str) -> str:
@@ -151,10 +174,16 @@ def _step_fold(queues: list[deque[str]], p: int, counts: dict[str, int]) -> int:
 
 
 
-def _compute_gemm(a: np.ndarray, w: np.ndarray,
-                  hw: HwConfig) -> tuple[dict[str, int], dict[tuple[int, int], int]]:
+def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
+                  kept: list[list[int]] | None = None,
+                  ) -> tuple[dict[str, int], dict[tuple[int, int], int]]:
     """Step ``a[M, K] @ w[K, N]`` cycle by cycle: the MAC counts and the compute cycles
-    of every fold, keyed by (rows-dim tile, cols-dim tile)."""
+    of every fold, keyed by (rows-dim tile, cols-dim tile).
+
+    ``kept`` (N:M weights) lists, per column n, the kept slots k in increasing order;
+    a pair on any other k is skipped by the structure. On os the PE's walk over k meets
+    those pairs as skips (free); on ws the rows dim is the compressed index k', so they
+    are on no PE at all and are counted as skipped here."""
     m_dim, k_dim = a.shape
     n_dim = w.shape[1]
     rows, cols, p = hw.array.rows, hw.array.cols, hw.array.macs_per_pe
@@ -165,6 +194,20 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray,
 
     counts = dict.fromkeys(FIELDS, 0)
     counts["macs_dense"] = m_dim * k_dim * n_dim
+    kept_sets = None
+    if kept is not None:
+        if flow not in ("os", "ws"):
+            raise ValueError(f"N:M weights need dataflow os or ws, got {flow!r}")
+        kept_sets = [set(col) for col in kept]
+        k_kept = len(kept[0])
+        if flow == "ws":
+            d_rows = k_kept  # rows are the compressed index k'
+            not_kept = 0
+            for n in range(n_dim):
+                for k in range(k_dim):
+                    if k not in kept_sets[n]:
+                        not_kept += 1
+            counts["macs_skipped"] += m_dim * not_kept  # pairs on no PE
     fill = _fill(flow, rows, cols)
     fold_cycles: dict[tuple[int, int], int] = {}
     for i in range(math.ceil(d_rows / rows)):
@@ -177,8 +220,16 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray,
                         continue  # idle PE in this fold
                     q: deque[str] = deque()
                     for t in range(d_time):
-                        m, k, n = _mnk(flow, row_idx, col_idx, t)
-                        q.append(_classify(a_list[m][k], w_list[k][n], policy))
+                        if kept is not None and flow == "ws":
+                            # PE (k', n) holds w[k, n], k the k'-th kept slot of column n
+                            m, n = t, col_idx
+                            k = kept[n][row_idx]
+                        else:
+                            m, k, n = _mnk(flow, row_idx, col_idx, t)
+                        if kept_sets is not None and k not in kept_sets[n]:
+                            q.append(SKIP)  # not a kept slot: skipped by the structure
+                        else:
+                            q.append(_classify(a_list[m][k], w_list[k][n], policy))
                     queues.append(q)
             counts["folds"] += 1
             fold_cycles[(i, j)] = fill + _step_fold(queues, p, counts)
@@ -188,6 +239,61 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray,
         == counts["macs_dense"]
     )
     return counts, fold_cycles
+
+
+# --------------------------------------------------------------------------- N:M
+
+
+@dataclass(frozen=True)
+class _NM:
+    """N:M kept slots of one GEMM's W: ``kept[n]`` = the kept k of column n, sorted."""
+
+    n: int
+    m: int
+    kept: list[list[int]]
+
+
+def _nm_kept(w: np.ndarray, n_keep: int, m_group: int) -> list[list[int]]:
+    """Kept slots of every column of ``w[K, N]`` under N:M: per group of ``m_group``
+    consecutive k, its nonzero positions, then its lowest-index zero positions, up to
+    ``min(n_keep, group size)``, sorted by k. Raises :class:`SimulationError` if a group
+    holds more than ``n_keep`` nonzeros."""
+    k_dim, n_dim = w.shape
+    w_list = w.tolist()
+    kept = []
+    for n in range(n_dim):
+        col: list[int] = []
+        for g in range(math.ceil(k_dim / m_group)):
+            ks = list(range(g * m_group, min(k_dim, (g + 1) * m_group)))
+            nonzeros = [k for k in ks if w_list[k][n] != 0]
+            zeros = [k for k in ks if w_list[k][n] == 0]
+            if len(nonzeros) > n_keep:
+                raise SimulationError(
+                    f"weights are not {n_keep}:{m_group} along K: output column {n}, "
+                    f"K group {g} has {len(nonzeros)} nonzeros")
+            take = min(n_keep, len(ks))
+            col += sorted((nonzeros + zeros)[:take])
+        kept.append(col)
+    return kept
+
+
+def _compressed_w(w: np.ndarray, kept: list[list[int]]) -> np.ndarray:
+    """W'[k', n] = w[k, n] for the k'-th kept slot k of column n."""
+    n_dim = w.shape[1]
+    k_kept = len(kept[0])
+    out = np.zeros((k_kept, n_dim), dtype=w.dtype)
+    for n in range(n_dim):
+        for kc in range(k_kept):
+            out[kc, n] = w[kept[n][kc], n]
+    return out
+
+
+def _index_bits(m_group: int) -> int:
+    """ceil(log2(m)) for m >= 2, by counting."""
+    bits = 0
+    while 2**bits < m_group:
+        bits += 1
+    return bits
 
 
 # --------------------------------------------------------------------------- formats
@@ -263,22 +369,37 @@ def _spread(folds: list[dict[str, int]], pass_folds: list[int], nbytes: int) -> 
         folds[idx]["dram_rd"] += nbytes * (f + 1) // n - nbytes * f // n
 
 
+def _w_bytes(w_t: np.ndarray, hw: HwConfig, nm: _NM | None) -> tuple[int, int]:
+    """(data bytes, metadata bytes) of a W tile ``w_t[K, N]`` (fibers are its columns).
+    With N:M weights ``w_t`` is a block of the compressed W' and every slot is stored as
+    its value plus a ceil(log2 m)-bit index, whatever ``formats.w`` says."""
+    if nm is None:
+        return _tile_bytes(w_t.T, hw.formats.w, hw.precision.w_bits)
+    slots = w_t.shape[0] * w_t.shape[1]
+    return (math.ceil(slots * hw.precision.w_bits / 8),
+            math.ceil(slots * _index_bits(nm.m) / 8))
+
+
 def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str,
                  fold_cycles: dict[tuple[int, int], int], hw: HwConfig,
-                 tot: dict[str, int]) -> list[dict[str, int]]:
+                 tot: dict[str, int], nm: _NM | None = None) -> list[dict[str, int]]:
     """Traffic of one GEMM, added to ``tot``; returns its folds in memory loop order,
     each with its compute cycles and the bytes it reads and writes per level.
 
     ``unique_a`` is the 2-D view of the data A really holds (fibers = rows);
     ``w_mode`` is ``"layer"`` (W is resident for the whole layer and already read),
     ``"first"`` (W is resident for the whole layer; this GEMM reads it) or ``"gemm"``.
+    ``nm``: N:M weights; W tiles are blocks of the compressed W' (rows k').
     """
     m_dim, k_dim = a.shape
     n_dim = w.shape[1]
+    if nm is not None:
+        w = _compressed_w(w, nm.kept)  # from here on W is W'[K', N]
+    k_rows = w.shape[0]  # K (K' with N:M): the W rows tiles are cut from
     rows, cols = hw.array.rows, hw.array.cols
     flow = hw.dataflow
     prec = hw.precision
-    fa, fw = hw.formats.a, hw.formats.w
+    fa = hw.formats.a
     glb = hw.memory.glb
     psum_elem_bits = prec.out_bits
 
@@ -292,11 +413,18 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
                 seq.append((i, j, (i, j), a_t, w_t))
     elif flow == "ws":
         for j in range(math.ceil(n_dim / cols)):
-            for kt in range(math.ceil(k_dim / rows)):
-                a_t = a[:, kt * rows:(kt + 1) * rows]
+            for kt in range(math.ceil(k_rows / rows)):
+                if nm is None:
+                    a_t = a[:, kt * rows:(kt + 1) * rows]
+                else:
+                    # the K groups g0..g1 the fold's compressed rows k' belong to
+                    r0, r1 = kt * rows, min(k_rows, (kt + 1) * rows)
+                    g0, g1 = r0 // nm.n, (r1 - 1) // nm.n
+                    a_t = a[:, g0 * nm.m:min(k_dim, (g1 + 1) * nm.m)]
                 w_t = w[kt * rows:(kt + 1) * rows, j * cols:(j + 1) * cols]
                 seq.append((j, kt, (kt, j), a_t, w_t))
     elif flow == "is":
+        assert nm is None, "N:M weights need os or ws"
         for i in range(math.ceil(m_dim / cols)):
             for kt in range(math.ceil(k_dim / rows)):
                 a_t = a[i * cols:(i + 1) * cols, kt * rows:(kt + 1) * rows]
@@ -305,7 +433,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
     else:
         raise ValueError(f"unknown dataflow {flow!r}")
     assert len(seq) == len(fold_cycles)
-    n_inner = {"os": math.ceil(n_dim / cols), "ws": math.ceil(k_dim / rows),
+    n_inner = {"os": math.ceil(n_dim / cols), "ws": math.ceil(k_rows / rows),
                "is": math.ceil(k_dim / rows)}[flow]
 
     folds = [_new_fold(fold_cycles[key]) for (_, _, key, _, _) in seq]
@@ -313,7 +441,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
     # GLB -> array: every fold reads its A and W tiles (W tiles fiber by column)
     for f, (_, _, _, a_t, w_t) in enumerate(seq):
         ad, am = _tile_bytes(a_t, fa, prec.a_bits)
-        wd, wm = _tile_bytes(w_t.T, fw, prec.w_bits)
+        wd, wm = _w_bytes(w_t, hw, nm)
         tot["glb_a_read_bytes"] += ad
         tot["glb_a_read_meta_bytes"] += am
         tot["glb_w_read_bytes"] += wd
@@ -369,7 +497,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
             _spread(folds, pf, nbytes)
 
     if w_mode != "layer":
-        wd, wm = _tile_bytes(w.T, fw, prec.w_bits)
+        wd, wm = _w_bytes(w, hw, nm)
         w_resident = w_mode == "first" or wd + wm <= glb.w_kib * 1024
         w_passes = outer_passes if (flow in ("os", "is") and not w_resident) else [every]
         for pf in w_passes:
@@ -410,15 +538,36 @@ def _timeline(folds: list[dict[str, int]], hw: HwConfig) -> int:
     return cycles
 
 
-def _run(gemms: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
-         hw: HwConfig) -> dict[str, int]:
-    """Simulate GEMMs ``(A, W, unique A, W mode)`` one after another as one layer."""
+@dataclass
+class _Gemm:
+    """One GEMM of a layer: operands, the data A really holds, W mode (see
+    :func:`_memory_gemm`), N:M kept slots, and whether it runs (False: skipped whole)."""
+
+    a: np.ndarray
+    w: np.ndarray
+    unique_a: np.ndarray
+    w_mode: str
+    nm: _NM | None = None
+    active: bool = True
+
+
+def _run(gemms: list[_Gemm], hw: HwConfig) -> dict[str, int]:
+    """Simulate GEMMs one after another as one layer. A GEMM that is not active is
+    skipped whole: its dense MACs count as skipped, nothing else."""
     total = dict.fromkeys(ALL_FIELDS, 0)
+    total["delta_gemms_skipped"] = 0
     all_folds: list[dict[str, int]] = []
-    for a, w, unique_a, w_mode in gemms:
-        counts, fold_cycles = _compute_gemm(a, w, hw)
+    for g in gemms:
+        if not g.active:
+            dense = g.a.shape[0] * g.a.shape[1] * g.w.shape[1]
+            total["macs_dense"] += dense
+            total["macs_skipped"] += dense
+            total["delta_gemms_skipped"] += 1
+            continue
+        counts, fold_cycles = _compute_gemm(g.a, g.w, hw, g.nm.kept if g.nm else None)
         _add(total, counts)
-        all_folds += _memory_gemm(a, w, unique_a, w_mode, fold_cycles, hw, total)
+        all_folds += _memory_gemm(g.a, g.w, g.unique_a, g.w_mode, fold_cycles, hw, total,
+                                  g.nm)
     assert total["compute_cycles"] == sum(f["compute"] for f in all_folds)
     prec = hw.precision
     slots = total["macs_performed"] + total["macs_gated"]
@@ -428,6 +577,9 @@ def _run(gemms: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
     total["rf_out_write_bytes"] = total["rf_out_read_bytes"]
     total["rf_a_write_bytes"] = total["glb_a_read_bytes"]
     total["rf_w_write_bytes"] = total["glb_w_read_bytes"]
+    if any(g.nm is not None for g in gemms):
+        # every slot-taking kept pair drives the activation-select mux once
+        total["nm_mux_ops"] = slots
     total["cycles"] = _timeline(all_folds, hw)
     total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
     return total
@@ -435,12 +587,19 @@ def _run(gemms: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
 
 def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
     """Simulate ``a[M, K] @ w[K, N]`` cycle by cycle on ``hw`` (a linear layer with input
-    ``a`` and weight ``w.T``); see the module doc."""
+    ``a`` and weight ``w.T``, no frames: N:M applies if configured, delta does not);
+    see the module doc."""
     a = np.asarray(a)
     w = np.asarray(w)
     if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
         raise ValueError(f"expected a[M, K] and w[K, N], got {a.shape} and {w.shape}")
-    return _run([(a, w, a, "gemm")], hw)
+    nm = None
+    if hw.structured.n:
+        nm = _NM(hw.structured.n, hw.structured.m,
+                 _nm_kept(w, hw.structured.n, hw.structured.m))
+    total = _run([_Gemm(a, w, a, "gemm", nm)], hw)
+    del total["delta_gemms_skipped"]
+    return total
 
 
 # --------------------------------------------------------------------------- layers
@@ -513,31 +672,124 @@ def _gemms_of_frame(layer: Any, a: np.ndarray, w: np.ndarray):
     raise ValueError(f"unknown layer kind {layer.kind!r}")
 
 
-def simulate_layer(layer: Any, hw: HwConfig) -> dict[str, int]:
+def _delta_operands(x: np.ndarray, threshold: float) -> tuple[list[np.ndarray], list[int]]:
+    """The thresholded delta operand of every frame of ``x[F, ...]``, element by element,
+    and the number of changed elements per frame (frame 0: all of them)."""
+    wide = np.int64 if x.dtype.kind in "iub" else np.float64
+    frames = [x[f].astype(wide) for f in range(x.shape[0])]
+    shape = frames[0].shape
+    ref = frames[0].ravel().tolist()  # x_ref = x_0
+    operands = [frames[0]]
+    changed = [len(ref)]
+    for xt in frames[1:]:
+        values = xt.ravel().tolist()
+        op = []
+        n_changed = 0
+        for i, v in enumerate(values):
+            d = v - ref[i]
+            if abs(d) > threshold:  # a change: the operand is d, the reference follows x
+                op.append(d)
+                ref[i] = v
+                n_changed += 1
+            else:
+                op.append(0)
+        operands.append(np.array(op, dtype=wide).reshape(shape))
+        changed.append(n_changed)
+    return operands, changed
+
+
+def _all_zero(t: np.ndarray) -> bool:
+    for v in t.ravel().tolist():
+        if v != 0:
+            return False
+    return True
+
+
+def _state(hw: HwConfig, numel: int, per_frame_gemms: int, m_dim: int, n_dim: int,
+           changed: list[int], active_per_frame: list[int]) -> dict[str, int]:
+    """State traffic of delta processing, where the state lives, and its cycles."""
+    prec = hw.precision
+    acc_elems = m_dim * n_dim  # accumulators of one GEMM
+    out = dict.fromkeys(STATE_FIELDS, 0)
+    frame_traffic = []
+    for f, n_changed in enumerate(changed):
+        if f == 0:
+            ref_rd = 0
+            ref_wr = math.ceil(numel * prec.a_bits / 8)
+            acc_rd = 0
+            acc_wr = math.ceil(per_frame_gemms * acc_elems * prec.out_bits / 8)
+        else:
+            ref_rd = math.ceil(numel * prec.a_bits / 8)
+            ref_wr = math.ceil(n_changed * prec.a_bits / 8)
+            acc_rd = acc_wr = math.ceil(active_per_frame[f] * acc_elems * prec.out_bits / 8)
+        out["state_ref_read_bytes"] += ref_rd
+        out["state_ref_write_bytes"] += ref_wr
+        out["state_acc_read_bytes"] += acc_rd
+        out["state_acc_write_bytes"] += acc_wr
+        frame_traffic.append(ref_rd + ref_wr + acc_rd + acc_wr)
+    size = (math.ceil(numel * prec.a_bits / 8)
+            + math.ceil(per_frame_gemms * acc_elems * prec.out_bits / 8))
+    d = hw.delta
+    in_dram = d.state == "dram" or (d.state == "auto" and size > d.state_kib * 1024)
+    out["state_in_dram"] = 1 if in_dram else 0
+    bw = (hw.memory.dram.bandwidth_bytes_per_cycle if in_dram
+          else hw.memory.glb.bandwidth_bytes_per_cycle)
+    out["state_cycles"] = sum(_transfer_cycles(b, bw) for b in frame_traffic)
+    return out
+
+
+def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> dict[str, int]:
     """Simulate every GEMM of ``layer`` (frame-major, then group / batch index) as one
-    fold sequence: summed counts and traffic, one stall timeline."""
+    fold sequence: summed counts and traffic, one stall timeline, plus the delta state
+    traffic and cycles. ``with_skipped`` adds ``delta_gemms_skipped``."""
     a = np.asarray(layer.a)
     w = np.asarray(layer.w)
     w_is_act = layer.kind == "matmul"
+    delta = bool(hw.delta.enabled and layer.frames and not w_is_act)
+    use_nm = bool(hw.structured.n and not w_is_act)
     if layer.frames:
-        frames = [(a[f], w[f] if w_is_act else w) for f in range(a.shape[0])]
+        xs = [a[f] for f in range(a.shape[0])]
     else:
-        frames = [(a, w)]
+        xs = [a]
+    changed: list[int] = []
+    if delta:
+        xs, changed = _delta_operands(a, hw.delta.threshold)
+    frames = [(x, w[f] if (w_is_act and layer.frames) else w) for f, x in enumerate(xs)]
     per_frame = [_gemms_of_frame(layer, fa, fw) for fa, fw in frames]
+    nms: list[_NM | None] = [None] * len(per_frame[0])
+    if use_nm:
+        n_keep, m_group = hw.structured.n, hw.structured.m
+        nms = [_NM(n_keep, m_group, _nm_kept(gw, n_keep, m_group))
+               for _, gw, _ in per_frame[0]]
     # weights that fit for all groups together are read once per layer
     layer_resident = False
     if not w_is_act:
-        fw = hw.formats.w
         need = 0
-        for _, gw, _ in per_frame[0]:
-            data, meta = _tile_bytes(gw.T, fw, hw.precision.w_bits)
+        for (_, gw, _), nm in zip(per_frame[0], nms, strict=True):
+            data, meta = _w_bytes(_compressed_w(gw, nm.kept) if nm else gw, hw, nm)
             need += data + meta
         layer_resident = need <= hw.memory.glb.w_kib * 1024
+    skip_policy = hw.zero_policy in ("skip_a", "skip_both")
     gemms = []
+    active_per_frame = []
     for f, frame_gemms in enumerate(per_frame):
-        for ga, gw, ua in frame_gemms:
+        n_active = 0
+        for p, (ga, gw, ua) in enumerate(frame_gemms):
             mode = "gemm"
             if layer_resident:
                 mode = "first" if f == 0 else "layer"
-            gemms.append((ga, gw, ua, mode))
-    return _run(gemms, hw)
+            active = not (delta and f >= 1 and skip_policy and _all_zero(ga))
+            n_active += active
+            gemms.append(_Gemm(ga, gw, ua, mode, nms[p] if use_nm else None, active))
+        active_per_frame.append(n_active)
+    total = _run(gemms, hw)
+    if delta:
+        ga0, gw0, _ = per_frame[0][0]
+        state = _state(hw, xs[0].size, len(per_frame[0]), ga0.shape[0], gw0.shape[1],
+                       changed, active_per_frame)
+        total.update(state)
+        total["cycles"] += state["state_cycles"]
+        total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
+    if not with_skipped:
+        del total["delta_gemms_skipped"]
+    return total
