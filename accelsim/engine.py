@@ -28,7 +28,7 @@ from .hwconfig import HwConfig
 from .memory import MemoryResult, simulate_memory
 from .sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from .trace import Layer
-from .workload import GemmShape, gemm_shape, lower_a, lower_w
+from .workload import GemmShape, gemm_shape, lower_a, lower_wt
 
 INT64_LIMIT = 2**62  # headroom below 2**63 for sums of counts
 
@@ -276,7 +276,7 @@ class LayerStats:
 def layer_masks(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
     """Lowered nonzero masks of a layer: A[F, P, M, K], W[Fw, P, K, N] (bool)."""
     az = lower_a(layer, np.asarray(layer.a) != 0)
-    wz = lower_w(layer, np.asarray(layer.w) != 0)
+    wz = np.swapaxes(lower_wt(layer, np.asarray(layer.w) != 0), -1, -2)
     return az, wz
 
 
@@ -303,7 +303,7 @@ def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
     else:
         a_mask = a != 0
     az = lower_a(layer, a_mask)
-    wz = lower_w(layer, w != 0)
+    wz = np.swapaxes(lower_wt(layer, w != 0), -1, -2)  # [Fw, P, K, N], a view
     nm = None
     if nm_applies(layer, hw):
         check_nm(layer, wz, hw.structured.n, hw.structured.m)

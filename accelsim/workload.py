@@ -125,3 +125,16 @@ def lower_w(layer: Layer, w: np.ndarray | None = None) -> np.ndarray:
     g = layer.groups
     cout = w.shape[0]
     return np.ascontiguousarray(w.reshape(g, cout // g, -1).transpose(0, 2, 1))[None]
+
+
+def lower_wt(layer: Layer, w: np.ndarray | None = None) -> np.ndarray:
+    """The W operand transposed, [Fw, P, N, K] and C-contiguous: each row is one output
+    column's fiber along K. For weights this is the stored layout (no copy needed), so
+    ``np.swapaxes(lower_wt(layer), -1, -2)`` is a free view of :func:`lower_w`."""
+    w = layer.w if w is None else w
+    if layer.kind == "matmul":
+        return np.ascontiguousarray(np.swapaxes(lower_w(layer, w), -1, -2))
+    if layer.kind == "linear":
+        return np.ascontiguousarray(w)[None, None]  # [1, 1, N, K]
+    g = layer.groups
+    return np.ascontiguousarray(w).reshape(1, g, w.shape[0] // g, -1)

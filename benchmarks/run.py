@@ -98,6 +98,14 @@ def main() -> int:
     t_sim = best_of(lambda: accelsim.simulate(trace, hw), args.repeat)
     df = accelsim.simulate(trace, hw)
 
+    # the compute model alone (MACs and cycles, no memory or energy), for the cost of memory
+    from accelsim.engine import layer_masks, simulate_masks
+
+    def compute_only():
+        for layer in trace.layers:
+            simulate_masks(*layer_masks(layer), hw)
+
+    t_compute = best_of(compute_only, args.repeat)
     gemms = [(lower_a(layer).astype(np.float32), lower_w(layer).astype(np.float32))
              for layer in trace.layers]
     t_np = best_of(lambda: [np.matmul(a, w) for a, w in gemms], args.repeat)
@@ -108,6 +116,8 @@ def main() -> int:
     print(f"accelsim simulate : {t_sim:8.3f} s  ({int(df.cycles.sum())} cycles simulated)")
     print(f"numpy f32 GEMMs   : {t_np:8.3f} s  ({2 * macs / t_np / 1e9:.1f} GFLOP/s)")
     print(f"ratio accelsim/numpy: {t_sim / t_np:.2f}x")
+    print(f"compute model only: {t_compute:8.3f} s  (ratio to numpy {t_compute / t_np:.2f}x; "
+          f"memory + energy cost {t_sim / t_compute:.2f}x)")
 
     py = None if args.no_scalesim else find_scalesim(args.scalesim_python)
     if py is None:
