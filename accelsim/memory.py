@@ -229,7 +229,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
             kr = np.stack([g0 * nm.m, np.minimum(k, (g1 + 1) * nm.m)], axis=1)
             nnz, ent = range_nnz_rle(az3, np.array([[0, m]]), kr,
                                      fa.run_bits if fa.kind == "rle" else 0)
-            numel = (m * (kr[:, 1] - kr[:, 0]))[None, None, :]
+            numel = np.broadcast_to((m * (kr[:, 1] - kr[:, 0]))[None, None, :], nnz.shape)
             if fa.kind == "dense":
                 nnz = ent = np.broadcast_to(numel, nnz.shape)
             dbits, mbits = format_bits(fa, prec.a_bits, nnz, numel, m, ent)

@@ -41,12 +41,10 @@ INF = math.inf
 KEYS = reference.ALL_FIELDS
 DENSITIES = (0.0, 1.0, 0.1, 0.3, 0.5, 0.8)
 
-#: Known engine bug (see test_engine_bug_ws_nm_multi_gemm_dense_a): on ws with N:M
-#: weights, a layer of more than one GEMM (frames or groups) with formats.a dense or
-#: bitmask crashes in accelsim.memory (A-tile element counts not broadcast over GEMMs).
-#: While it stands, the properties draw rle/csr/coo for A in that corner only; set to
-#: False once the strict xfail below starts passing.
-ENGINE_BUG_WS_NM_MULTI_GEMM = True
+#: Regression guard for a fixed engine bug (see test_ws_nm_multi_gemm_dense_a): on ws with
+#: N:M weights, a layer of more than one GEMM with formats.a dense or bitmask crashed in
+#: accelsim.memory. Fixed; the properties now draw every format in that corner too.
+ENGINE_BUG_WS_NM_MULTI_GEMM = False
 
 
 def a_format(flow: str, nm, layer, fa: str) -> str:
@@ -422,16 +420,12 @@ def _grouped_nonzeros(w_kn: np.ndarray, m: int) -> np.ndarray:
                      for g0 in range(0, k, m)])
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="engine bug: ws + N:M + >1 GEMM + formats.a dense/bitmask crashes "
-                          "in accelsim.memory.simulate_memory (cannot reshape)")
 @pytest.mark.parametrize("fa", ["dense", "bitmask"])
-def test_engine_bug_ws_nm_multi_gemm_dense_a(fa):
-    """Minimal example: a linear layer with 2 frames of one 4-element token, weight
-    [[1, 1, 0, 0]] (2:4), ws on 1x1, no delta. The reference gives the counts; the engine
-    raises ``ValueError: cannot reshape array of size 2 into shape (2,1,1,2)``:
-    ``format_bits`` gets ``numel`` shaped [1, 1, ni] while ``nnz`` is [F*P, 1, ni], and
-    dense data / bitmask metadata come out unbroadcast."""
+def test_ws_nm_multi_gemm_dense_a(fa):
+    """Regression: a linear layer with 2 frames of one 4-element token, weight
+    [[1, 1, 0, 0]] (2:4), ws on 1x1, no delta. The engine used to raise ``ValueError:
+    cannot reshape``: ``format_bits`` got ``numel`` shaped [1, 1, ni] while ``nnz`` was
+    [F*P, 1, ni]."""
     layer = linear("l", np.ones((2, 1, 4), np.int8), np.array([[1, 1, 0, 0]], np.int8),
                    frames=True)
     hw = make_hw(1, 1, 1, "ws", "none", fa=fa, nm=(2, 4))
