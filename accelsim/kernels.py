@@ -38,6 +38,21 @@ def _block_nnz_rle(mask, xb, yb, run_limit, nnz, entries):  # pragma: no cover -
                 entries[b, bi, bj] = ent
 
 
+@njit(cache=True, nogil=True)
+def _block_nnz(mask, xb, yb, nnz):  # pragma: no cover - numba
+    # nonzeros only: row-major and branch-free, so the inner sum vectorises
+    nb = mask.shape[0]
+    for b in range(nb):
+        for bi in range(xb.shape[0]):
+            for x in range(xb[bi, 0], xb[bi, 1]):
+                row = mask[b, x]
+                for bj in range(yb.shape[0]):
+                    acc = 0
+                    for y in range(yb[bj, 0], yb[bj, 1]):
+                        acc += row[y]
+                    nnz[b, bi, bj] += acc
+
+
 def block_nnz_rle(mask: np.ndarray, bx: int, by: int,
                   run_bits: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per block of ``bx`` x ``by`` of a [B, X, Y] 0/1 mask: (nonzeros, RLE entries).
@@ -68,5 +83,8 @@ def range_nnz_rle(mask: np.ndarray, xb: np.ndarray, yb: np.ndarray,
     shape = (m.shape[0], xb.shape[0], yb.shape[0])
     nnz = np.zeros(shape, np.int64)
     entries = np.zeros(shape, np.int64)
-    _block_nnz_rle(m, xb, yb, (1 << run_bits) if run_bits else 0, nnz, entries)
+    if run_bits:
+        _block_nnz_rle(m, xb, yb, 1 << run_bits, nnz, entries)
+    else:
+        _block_nnz(m.view(np.uint8), xb, yb, nnz)
     return nnz, entries
