@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from .errors import ConfigError
-from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build
+from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build, read_yaml
 
 ENERGY_DIR = HWCONFIG_DIR / "energy"
 MAC_TYPES = ("int8", "int16", "fp16", "fp32")
@@ -110,10 +109,7 @@ def load_energy_table(name: str | os.PathLike | Mapping[str, Any]) -> EnergyTabl
     else:
         path = resolve_energy_path(name)
         where = path.name
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            raise ConfigError(f"{where}: invalid YAML") from None
+        raw = read_yaml(path)
     _check_keys(raw, {"name", "mac", "rf", "sram", "dram_pj_per_bit", "leakage", "nm_mux_pj"},
                 where, "")
     mac = raw.get("mac")

@@ -305,6 +305,24 @@ def resolve_hwconfig_path(path: str | os.PathLike) -> Path:
     raise ConfigError(f"{path}: hardware config not found")
 
 
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a file; bad YAML and empty files become one-line
+    :class:`ConfigError` messages naming the file (and the line when YAML gives one)."""
+    where = path.name
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}:" if mark else ""
+        raise ConfigError(f"{where}:{line} invalid YAML") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read ({e.strerror})") from None
+    if raw is None:
+        raise ConfigError(f"{where}: file is empty")
+    return raw
+
+
 def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],
                   overrides: Mapping[str, Any] | None = None) -> HwConfig:
     """Load a hardware config from a YAML file (or a mapping), apply dotted overrides,
@@ -314,15 +332,7 @@ def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],
     else:
         p = resolve_hwconfig_path(path)
         where = p.name
-        try:
-            with open(p) as fh:
-                raw = yaml.safe_load(fh)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}:" if mark else ""
-            raise ConfigError(f"{where}:{line} invalid YAML") from None
-        if raw is None:
-            raise ConfigError(f"{where}: file is empty")
+        raw = read_yaml(p)
         if isinstance(raw, dict):
             raw.setdefault("name", p.stem)
     if not isinstance(raw, dict):

@@ -61,7 +61,7 @@ import pandas as pd
 import yaml
 
 from .errors import AccelsimError, ConfigError
-from .hwconfig import HwConfig, _check_scalar, build, load_hwconfig, set_dotted
+from .hwconfig import HwConfig, _check_scalar, build, load_hwconfig, read_yaml, set_dotted
 
 SPEC_KEYS = ("name", "description", "base", "traces", "grid", "fixed", "constraints",
              "sample")
@@ -300,14 +300,7 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
         if not path.is_file():
             raise ConfigError(f"{path}: sweep spec not found")
         text = path.read_text()
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}:" if mark else ""
-            raise ConfigError(f"{where}:{line} invalid YAML") from None
-        if raw is None:
-            raise ConfigError(f"{where}: file is empty")
+        raw = read_yaml(path)
         bdir = Path(base_dir) if base_dir is not None else path.resolve().parent
         if isinstance(raw, dict):
             raw.setdefault("name", path.stem)
