@@ -139,10 +139,10 @@ def main() -> int:
         return 0
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     ss_cycles = [int(r["total_cycles"]) for r in res["layers"]]
-    agree = sum(int(a) == b + 1 for a, b in zip(dense.cycles, ss_cycles, strict=True))
+    agree = sum(int(a) == b + 1 for a, b in zip(dense.compute_cycles, ss_cycles, strict=True))
     print(f"accelsim dense    : {t_dense:8.3f} s")
     print(f"SCALE-Sim v3 dense: {t_ss:8.3f} s wall ({res['wall_s']:.3f} s in its API)")
-    print(f"ratio SCALE-Sim/accelsim (dense): {t_ss / t_dense:.0f}x; cycles agree "
+    print(f"ratio SCALE-Sim/accelsim (dense): {t_ss / t_dense:.0f}x; compute cycles agree "
           f"(accelsim == SCALE-Sim + 1) on {agree}/{len(ss_cycles)} layers")
     return 0
 
