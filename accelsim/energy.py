@@ -6,6 +6,7 @@ table without simulating.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -103,13 +104,21 @@ def resolve_energy_path(name: str | os.PathLike, base: Path | None = None) -> Pa
 
 
 def load_energy_table(name: str | os.PathLike | Mapping[str, Any]) -> EnergyTable:
-    """Load an energy table by name (``45nm_horowitz``), path or mapping; strict."""
+    """Load an energy table by name (``45nm_horowitz``), path or mapping; strict.
+
+    Tables read from files are cached by path and modification time."""
     if isinstance(name, Mapping):
-        raw, where = dict(name), "energy table"
-    else:
-        path = resolve_energy_path(name)
-        where = path.name
-        raw = read_yaml(path)
+        return _parse_table(dict(name), "energy table")
+    path = resolve_energy_path(name).resolve()
+    return _load_file(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_file(path: Path, mtime_ns: int) -> EnergyTable:
+    return _parse_table(read_yaml(path), path.name)
+
+
+def _parse_table(raw: Any, where: str) -> EnergyTable:
     _check_keys(raw, {"name", "mac", "rf", "sram", "dram_pj_per_bit", "leakage", "nm_mux_pj"},
                 where, "")
     mac = raw.get("mac")
