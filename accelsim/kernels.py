@@ -62,7 +62,34 @@ def block_nnz_rle(mask: np.ndarray, bx: int, by: int,
     counted). Returns two int64 arrays [B, ceil(X/bx), ceil(Y/by)].
     """
     nb, nx, ny = mask.shape
+    if run_bits == 0:
+        nnz = _uniform_block_sums(mask, bx, by)
+        return nnz, np.zeros_like(nnz)
     return range_nnz_rle(mask, uniform_bounds(nx, bx), uniform_bounds(ny, by), run_bits)
+
+
+def _sum_last(x: np.ndarray, block: int) -> np.ndarray:
+    """Sums over consecutive blocks of the last axis (the last block may be shorter),
+    without copying the input: full blocks as a reshaped view, the rest apart."""
+    n = x.shape[-1]
+    full = n // block
+    acc = np.uint16 if block < 2**16 and x.dtype == np.uint8 else np.int64
+    parts = []
+    if full:
+        v = x[..., : full * block].reshape(x.shape[:-1] + (full, block))
+        parts.append(np.add.reduce(v, axis=-1, dtype=acc).astype(np.int64))
+    if n - full * block:
+        parts.append(x[..., full * block:].sum(axis=-1, dtype=np.int64)[..., None])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+
+def _uniform_block_sums(mask: np.ndarray, bx: int, by: int) -> np.ndarray:
+    """Nonzeros per bx x by block of a [B, X, Y] 0/1 mask, with numpy reductions over a
+    uint8 view (no RLE needed, so no sequential scan)."""
+    m = np.asarray(mask)
+    m = m.view(np.uint8) if m.dtype == np.bool_ else (m != 0).view(np.uint8)
+    cols = _sum_last(m, by)  # [B, X, nby]
+    return np.ascontiguousarray(_sum_last(np.swapaxes(cols, -1, -2), bx).swapaxes(-1, -2))
 
 
 def uniform_bounds(n: int, block: int) -> np.ndarray:
