@@ -137,7 +137,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     df = inspect_trace(trace)
     tot = inspect_totals(df)
     tot = tot.drop(labels=[c for c in tot.index if c not in df.columns])
-    tot["name"] = "TOTAL"
+    tot["layer"] = "TOTAL"
     full = pd.concat([df, tot.to_frame().T], ignore_index=True)
     for col in df.columns:
         if pd.api.types.is_integer_dtype(df[col]):

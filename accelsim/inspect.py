@@ -19,7 +19,7 @@ from .trace import Layer, Trace, load_trace, tensor_bytes
 from .workload import gemm_shape
 
 COLUMNS = (
-    "name", "kind", "m", "k", "n", "groups", "frames", "macs_dense",
+    "layer", "kind", "m", "k", "n", "groups", "frames", "macs_dense",
     "density_a", "density_w", "density_a_q1", "density_w_q1",
     "delta_density_a", "unchanged_frac_a", "size_a", "size_w", "bytes",
 )
@@ -62,7 +62,7 @@ def layer_stats(layer: Layer) -> dict[str, Any]:
     a, w = layer.a, layer.w
     nan = float("nan")
     row: dict[str, Any] = {
-        "name": layer.name, "kind": layer.kind, "m": g.m, "k": g.k, "n": g.n,
+        "layer": layer.name, "kind": layer.kind, "m": g.m, "k": g.k, "n": g.n,
         "groups": g.per_frame, "frames": g.frames, "macs_dense": int(g.macs_dense),
         "density_a": _nonzero(a) / a.size,
         "density_w": _nonzero(w) / w.size,

@@ -56,8 +56,8 @@ def trace():
 def test_columns_and_shapes(trace):
     df = inspect_trace(trace)
     assert list(df.columns) == list(COLUMNS)
-    assert list(df["name"]) == ["c", "g", "fc", "mm"]
-    rows = df.set_index("name")
+    assert list(df["layer"]) == ["c", "g", "fc", "mm"]
+    rows = df.set_index("layer")
     # conv2d: H_out = (6 + 2 - 3)//2 + 1 = 3, W_out = (5 - 2)//1 + 1 = 4
     assert tuple(rows.loc["c", ["m", "k", "n", "groups", "frames"]]) == (2 * 3 * 4, 3 * 3 * 2,
                                                                           4, 1, 4)
@@ -72,7 +72,7 @@ def test_columns_and_shapes(trace):
 
 
 def test_densities_equal_numpy(trace):
-    df = inspect_trace(trace).set_index("name")
+    df = inspect_trace(trace).set_index("layer")
     for layer in trace:
         a, w = np.asarray(layer.a), np.asarray(layer.w)
         r = df.loc[layer.name]
@@ -133,7 +133,7 @@ def test_single_frame_has_no_delta():
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_traces_equal_numpy(name):
     trace = accelsim.load_trace(TRACES / name)
-    df = inspect_trace(trace).set_index("name")
+    df = inspect_trace(trace).set_index("layer")
     for layer in trace:
         a = np.asarray(layer.a)
         r = df.loc[layer.name]
