@@ -70,7 +70,7 @@ def test_digits_accuracy_and_pruning():
     for ly in pruned:
         assert np.count_nonzero(ly.w) / ly.w.size <= 0.26
     # activations after a ReLU are nonnegative and have real zeros
-    df = inspect_trace(dense).set_index("name")
+    df = inspect_trace(dense).set_index("layer")
     assert (dense["conv2"].a >= 0).all() and df.loc["conv2", "density_a"] < 0.9
 
 
@@ -79,7 +79,7 @@ def test_moving_digits_frames():
     assert tr.provenance["test_accuracy"] >= 0.9
     for ly in tr:
         assert ly.frames and ly.num_frames == 16 and ly.a.shape[1] == 4
-    df = inspect_trace(tr).set_index("name")
+    df = inspect_trace(tr).set_index("layer")
     assert df.loc["conv1", "unchanged_frac_a"] > 0.5  # mostly static background
 
 
