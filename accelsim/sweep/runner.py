@@ -1,0 +1,321 @@
+"""Running sweeps: the per-point worker, the inline / process-pool / Dask backends and
+:func:`sweep`, the driver that feeds them and writes every result to the store."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import AccelsimError, ConfigError
+from ..hwconfig import HwConfig, build
+from .plan import Point, plan_sweep
+from .spec import SweepSpec, load_spec
+from .store import META_COLUMNS, _atomic_parquet, _atomic_text, _clean_stale, stored_points
+
+# ====================================================================== the worker
+
+_TRACES: dict[str, Any] = {}
+
+
+def _meta(point: Point, status: str, error: str) -> dict[str, Any]:
+    return {"point_id": point.point_id, "status": status, "error": error,
+            "trace": point.trace_model, "label": point.label}
+
+
+def run_point(point: Point) -> tuple[str, pd.DataFrame]:
+    """Simulate one point; never raises for a bad point (the error is the result).
+
+    Top-level so that spawned processes and Dask workers can import it. The trace is
+    loaded (memory-mapped) in the worker and cached per process.
+    """
+    from ..area import area_of
+    from ..report import simulate, with_totals
+    from ..trace import load_trace
+
+    t0 = time.perf_counter()
+    try:
+        if point.error is not None:
+            raise ConfigError(point.error)
+        hw = build(HwConfig, point.raw, where=f"point {point.label}")
+        key = str(point.trace)
+        trace = _TRACES.get(key)
+        if trace is None:
+            trace = _TRACES[key] = load_trace(key)
+        df = with_totals(simulate(trace, hw))
+        df["scope"] = ["layer"] * (len(df) - 1) + ["total"]
+        area = area_of(hw)
+        status, error = "ok", ""
+    except Exception as e:  # noqa: BLE001 - failure isolation: record and go on
+        msg = " ".join(str(e).split()) or type(e).__name__
+        if not isinstance(e, AccelsimError):
+            msg = f"{type(e).__name__}: {msg}"
+        df = pd.DataFrame({"layer": ["TOTAL"], "kind": ["total"], "scope": ["total"]})
+        hw, area, status, error = None, {}, "failed", msg
+    sim_s = time.perf_counter() - t0
+    df.attrs = {}
+    front: dict[str, Any] = _meta(point, status, error)
+    front.update(point.values)
+    front.update(trace_path=str(point.trace), trace_id=point.trace_id,
+                 config_hash=point.config_hash, hw_name=point.raw.get("name", ""),
+                 swept=",".join(point.values), sim_s=sim_s, **area)
+    cols = {k: [v] * len(df) for k, v in front.items() if k != "scope"}
+    head = pd.DataFrame(cols, index=df.index)
+    out = pd.concat([head, df], axis=1)
+    out["hwconfig"] = json.dumps(point.raw, sort_keys=True)
+    order = META_COLUMNS + [c for c in out.columns if c not in META_COLUMNS]
+    return point.point_id, out[order]
+
+
+def _quiet_worker() -> None:  # pragma: no cover - runs in the worker processes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ======================================================================= running
+
+@dataclass
+class SweepEvent:
+    """Progress report passed to the ``progress`` callback of :func:`sweep`.
+
+    ``kind`` is ``"start"`` (``total`` points to run, ``skipped`` already stored) or
+    ``"point"`` (one point finished: ``status`` ok / failed, ``error``, ``label``)."""
+
+    kind: str
+    total: int = 0
+    skipped: int = 0
+    point_id: str = ""
+    label: str = ""
+    trace: str = ""
+    status: str = ""
+    error: str = ""
+
+
+@dataclass
+class SweepSummary:
+    results_dir: Path
+    grid_size: int
+    configs: int
+    dropped: int
+    points: int
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    lost: int = 0          # worker died or was lost: not stored, rerun retries them
+    wall_s: float = 0.0
+    sim_s: float = 0.0     # sum of per-point simulate times, in the workers
+    backend: str = ""
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ran(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def per_point_s(self) -> float:
+        """Wall time per point run (the throughput the backend achieved)."""
+        return self.wall_s / self.ran if self.ran else 0.0
+
+
+class _Inline:
+    """Runs points in this process (``workers=1``): no pool, easy to debug."""
+
+    name = "inline"
+    window = 1
+
+    def submit(self, point: Point) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        fut.set_result(run_point(point))
+        return fut
+
+    def wait_any(self, futs: list[Any]) -> list[Any]:
+        return futs
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+class _Pool:
+    name = "processes"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.window = 4 * workers
+        self._new()
+
+    def _new(self) -> None:
+        self.pool = cf.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_quiet_worker)
+
+    def submit(self, point: Point) -> cf.Future:
+        try:
+            return self.pool.submit(run_point, point)
+        except cf.process.BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self._new()
+            return self.pool.submit(run_point, point)
+
+    def wait_any(self, futs: list[Any]) -> list[Any]:
+        done, _ = cf.wait(futs, return_when=cf.FIRST_COMPLETED)
+        return list(done)
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class _Dask:
+    def __init__(self, scheduler: str | None, local: int | None) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise AccelsimError("Dask is not installed: pip install 'accelsim[dask]'") \
+                from None
+        self.cluster = None
+        if scheduler:
+            self.name = f"dask {scheduler}"
+            try:
+                self.client = Client(scheduler, timeout="20s")
+            except OSError as e:
+                raise AccelsimError(f"--scheduler {scheduler}: cannot connect ({e})") \
+                    from None
+        else:
+            self.name = f"dask LocalCluster({local})"
+            self.cluster = LocalCluster(n_workers=local, threads_per_worker=1,
+                                        processes=True, dashboard_address=None)
+            self.client = Client(self.cluster)
+        threads = sum(self.client.nthreads().values()) or 1
+        self.window = max(4 * threads, 8)
+
+    def submit(self, point: Point) -> Any:
+        return self.client.submit(run_point, point, key=f"accelsim-point-{point.point_id}",
+                                  pure=False)
+
+    def wait_any(self, futs: list[Any]) -> list[Any]:
+        from distributed import wait
+
+        return list(wait(futs, return_when="FIRST_COMPLETED").done)
+
+    def close(self, cancel: bool = False) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
+          results_dir: str | os.PathLike, *, workers: int | None = None,
+          scheduler: str | None = None, dask_local: int | None = None,
+          retry_failed: bool = False,
+          progress: Callable[[SweepEvent], None] | None = None) -> SweepSummary:
+    """Run a sweep into ``results_dir``; points already stored there are skipped.
+
+    Backends: local processes (``workers``, default ``os.cpu_count()``; ``workers=1``
+    runs in this process), an existing Dask cluster (``scheduler="tcp://host:8786"``)
+    or a Dask ``LocalCluster`` of ``dask_local`` worker processes. A point that raises
+    is stored with ``status="failed"`` and its error, and the sweep goes on;
+    ``retry_failed=True`` runs stored failures again. ``progress`` receives
+    :class:`SweepEvent` objects (the library itself never prints).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec)
+    if scheduler and dask_local:
+        raise AccelsimError("choose either a Dask scheduler address or a LocalCluster size")
+    if workers is not None and workers < 1:
+        raise AccelsimError(f"workers: expected an integer >= 1, got {workers}")
+    if dask_local is not None and dask_local < 1:
+        raise AccelsimError(f"dask_local: expected an integer >= 1, got {dask_local}")
+    plan = plan_sweep(spec)
+    out = Path(results_dir)
+    points_dir = out / "points"
+    try:
+        points_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AccelsimError(f"{out}: cannot create results directory ({e})") from None
+    _clean_stale(points_dir)
+    _atomic_text(spec.text, out / "spec.yaml")
+
+    stored = stored_points(out)
+    todo, seen = [], set()
+    for p in plan.points:
+        if p.point_id in seen:  # two grid values resolving to one config
+            continue
+        seen.add(p.point_id)
+        st = stored.get(p.point_id)
+        if st is None or (retry_failed and st != "ok"):
+            todo.append(p)
+    summary = SweepSummary(results_dir=out, grid_size=spec.grid_size, configs=plan.configs,
+                           dropped=plan.dropped, points=len(seen),
+                           skipped=len(seen) - len(todo))
+    emit = progress or (lambda ev: None)
+    emit(SweepEvent("start", total=len(todo), skipped=summary.skipped))
+
+    def record(point: Point, frame: pd.DataFrame | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            summary.lost += 1
+            msg = f"worker lost ({type(exc).__name__}: {exc}); not stored, rerun to retry"
+            summary.errors.append((f"{point.label} [{point.trace_model}]", msg))
+            emit(SweepEvent("point", point_id=point.point_id, label=point.label,
+                            trace=point.trace_model, status="lost", error=msg))
+            return
+        assert frame is not None
+        _atomic_parquet(frame, points_dir / f"{point.point_id}.parquet")
+        status = str(frame["status"].iloc[0])
+        error = str(frame["error"].iloc[0])
+        summary.sim_s += float(frame["sim_s"].iloc[0])
+        if status == "ok":
+            summary.ok += 1
+        else:
+            summary.failed += 1
+            summary.errors.append((f"{point.label} [{point.trace_model}]", error))
+        emit(SweepEvent("point", point_id=point.point_id, label=point.label,
+                        trace=point.trace_model, status=status, error=error))
+
+    # configs that do not resolve fail here, without a worker
+    runnable = []
+    for p in todo:
+        if p.error is not None:
+            record(p, run_point(p)[1], None)
+        else:
+            runnable.append(p)
+    if runnable:
+        if scheduler or dask_local:
+            backend: Any = _Dask(scheduler, dask_local)
+        elif (workers or os.cpu_count() or 1) == 1:
+            backend = _Inline()
+        else:
+            backend = _Pool(min(workers or os.cpu_count() or 1, len(runnable)))
+        summary.backend = backend.name
+        pending: dict[Any, Point] = {}
+        queue = iter(runnable)
+        cancel = True
+        try:
+            while True:
+                while len(pending) < backend.window:
+                    nxt = next(queue, None)
+                    if nxt is None:
+                        break
+                    pending[backend.submit(nxt)] = nxt
+                if not pending:
+                    break
+                for fut in backend.wait_any(list(pending)):
+                    point = pending.pop(fut)
+                    try:
+                        _pid, frame = fut.result()
+                    except Exception as e:  # noqa: BLE001 - the worker, not the point
+                        record(point, None, e)
+                    else:
+                        record(point, frame, None)
+            cancel = False
+        finally:
+            backend.close(cancel=cancel)
+    summary.wall_s = time.perf_counter() - t0
+    return summary
