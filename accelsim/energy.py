@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError
-from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build, read_yaml
+from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build
+from .yamlio import read_yaml
 
 ENERGY_DIR = HWCONFIG_DIR / "energy"
 MAC_TYPES = ("int8", "int16", "fp16", "fp32")

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .yamlio import read_yaml
 
 DATAFLOWS = ("os", "ws", "is")
 DRAM_TYPES = ("LPDDR4", "DDR3", "GDDR5", "HBM2")
@@ -303,24 +304,6 @@ def resolve_hwconfig_path(path: str | os.PathLike) -> Path:
         if cand.is_file() and not p.parent.parts:
             return cand
     raise ConfigError(f"{path}: hardware config not found")
-
-
-def read_yaml(path: Path) -> Any:
-    """``yaml.safe_load`` of a file; bad YAML and empty files become one-line
-    :class:`ConfigError` messages naming the file (and the line when YAML gives one)."""
-    where = path.name
-    try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark else ""
-        raise ConfigError(f"{where}:{line} invalid YAML") from None
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read ({e.strerror})") from None
-    if raw is None:
-        raise ConfigError(f"{where}: file is empty")
-    return raw
 
 
 def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],

@@ -213,10 +213,8 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         else:
             wd, wm = _nm_bytes(kk * _extents(n, c)[None, :, None], hw, nm)
         a_d, a_m = ad.reshape(nf, npf, no, 1), am.reshape(nf, npf, no, 1)
-        w_d = wd.reshape(-1, wd.shape[-2])[:, None, :].reshape(-1, 1, 1, ni)
-        w_m = wm.reshape(-1, wm.shape[-2])[:, None, :].reshape(-1, 1, 1, ni)
-        if nm is None:
-            w_d, w_m = w_d.reshape(fwn, npf, 1, ni), w_m.reshape(fwn, npf, 1, ni)
+        wshape = (fwn, npf, 1, ni) if nm is None else (1, 1, 1, ni)  # N:M: same per GEMM
+        w_d, w_m = wd.reshape(wshape), wm.reshape(wshape)
         order_cycles = fold_cycles
     elif df == "ws":  # j over N (outer), kt over K (inner)
         no, ni = -(-n // c), -(-kk // r)

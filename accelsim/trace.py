@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from .errors import TraceError
+from .yamlio import read_yaml
 
 FORMAT_NAME = "accelsim-trace"
 FORMAT_VERSION = 1
@@ -448,13 +449,7 @@ def load_trace(path: str | os.PathLike) -> Trace:
                          f"manifest.yaml)")
     if not mpath.is_file():
         raise TraceError(f"{root}: missing manifest.yaml")
-    try:
-        with open(mpath) as fh:
-            m = yaml.safe_load(fh)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise TraceError(f"{mpath}:{where} invalid YAML") from None
+    m = read_yaml(mpath, TraceError, where=str(mpath), allow_empty=True)
     loc = str(mpath)
     if not isinstance(m, dict):
         raise TraceError(f"{loc}: expected a mapping at top level")

@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..hwconfig import HwConfig, _check_scalar, load_hwconfig, read_yaml
+from ..hwconfig import HwConfig, _check_scalar, load_hwconfig
+from ..yamlio import read_yaml
 
 SPEC_KEYS = ("name", "description", "base", "traces", "grid", "fixed", "constraints",
              "sample")
