@@ -18,6 +18,7 @@ tests hold this engine to.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,16 +88,40 @@ class GemmResult:
                  "compute_cycles")}
 
 
+class MaskSums:
+    """Nonzero counts along each axis of the masks, each computed once on first use."""
+
+    def __init__(self, az: np.ndarray, wz: np.ndarray) -> None:
+        self.az, self.wz = az, wz
+
+    @functools.cached_property
+    def ca(self) -> np.ndarray:  # [F, P, K]: nonzeros per column of A
+        return self.az.sum(axis=-2, dtype=np.int64)
+
+    @functools.cached_property
+    def ra(self) -> np.ndarray:  # [F, P, M]: nonzeros per row of A
+        return self.az.sum(axis=-1, dtype=np.int64)
+
+    @functools.cached_property
+    def rw(self) -> np.ndarray:  # [Fw, P, K]: nonzeros per row of W
+        return self.wz.sum(axis=-1, dtype=np.int64)
+
+    @functools.cached_property
+    def cw(self) -> np.ndarray:  # [Fw, P, N]: nonzeros per column of W
+        return self.wz.sum(axis=-2, dtype=np.int64)
+
+
 def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
-                nm: NMStructure | None) -> dict[str, np.ndarray]:
+                nm: NMStructure | None, sums: MaskSums | None = None) -> dict[str, np.ndarray]:
     """Per-frame MAC counts (int64 arrays [F]) for masks A[F, P, M, K], W[Fw, P, K, N]."""
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
     dense = nf * npf * m * k * n
     if dense >= INT64_LIMIT:
         raise SimulationError(f"GEMM batch of {dense} MACs overflows 64-bit counters")
-    ca = az.sum(axis=-2, dtype=np.int64)  # [F, P, K]: nonzeros per column of A
-    rw = np.broadcast_to(wz.sum(axis=-1, dtype=np.int64), ca.shape)  # nonzeros per row of W
+    sums = sums or MaskSums(az, wz)
+    ca = sums.ca
+    rw = np.broadcast_to(sums.rw, ca.shape)
     dense_f = np.full(nf, npf * m * k * n, np.int64)
     pairs_both = (ca * rw).sum(axis=(1, 2))
     if nm is None:
@@ -124,10 +149,11 @@ def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
 
 
 def fold_slot_max(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
-                  nm: NMStructure | None = None) -> np.ndarray:
+                  nm: NMStructure | None = None, sums: MaskSums | None = None) -> np.ndarray:
     """Slowest PE's slot count per fold: int64 array [F, P, nr, nc]."""
+    sums = sums or MaskSums(az, wz)
     if nm is not None:
-        return _fold_slot_max_nm(az, wz, plan, policy, nm)
+        return _fold_slot_max_nm(az, wz, plan, policy, nm, sums)
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
     r, c = plan.rows, plan.cols
@@ -141,32 +167,30 @@ def fold_slot_max(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
     df = plan.dataflow
     if df == "os":  # rows M, cols N, time K
         if policy == "skip_a":
-            bm = _block_max_1d(az.sum(axis=-1, dtype=np.int64), r)[..., :, None]
+            bm = _block_max_1d(sums.ra, r)[..., :, None]
         elif policy == "skip_w":
-            bm = _block_max_1d(wz.sum(axis=-2, dtype=np.int64), c)[..., None, :]
+            bm = _block_max_1d(sums.cw, c)[..., None, :]
         else:
             bm = _block_max_2d(_mask_matmul(az, wz), r, c)
     elif df == "ws":  # rows K, cols N, time M
         if policy == "skip_a":
-            bm = _block_max_1d(az.sum(axis=-2, dtype=np.int64), r)[..., :, None]
+            bm = _block_max_1d(sums.ca, r)[..., :, None]
         elif policy == "skip_w":
             bm = _block_max_2d(wz, r, c).astype(np.int64) * m
         else:
-            ca = az.sum(axis=-2, dtype=np.int64)  # [F, P, K]
-            bm = _block_max_2d(wz * ca[..., :, None], r, c)
+            bm = _block_max_2d(wz * sums.ca[..., :, None], r, c)
     else:  # "is": rows K, cols M, time N
         if policy == "skip_a":
             bm = _block_max_2d(np.swapaxes(az, -1, -2), r, c).astype(np.int64) * n
         elif policy == "skip_w":
-            bm = _block_max_1d(wz.sum(axis=-1, dtype=np.int64), r)[..., :, None]
+            bm = _block_max_1d(sums.rw, r)[..., :, None]
         else:
-            rw = wz.sum(axis=-1, dtype=np.int64)  # [Fw, P, K]
-            bm = _block_max_2d(np.swapaxes(az, -1, -2) * rw[..., :, None], r, c)
+            bm = _block_max_2d(np.swapaxes(az, -1, -2) * sums.rw[..., :, None], r, c)
     return np.broadcast_to(bm, shape).astype(np.int64)
 
 
 def _fold_slot_max_nm(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
-                      nm: NMStructure) -> np.ndarray:
+                      nm: NMStructure, sums: MaskSums) -> np.ndarray:
     """Slot counts with N:M weights: only kept slots take time (docs/delta-and-nm.md)."""
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
@@ -179,7 +203,7 @@ def _fold_slot_max_nm(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
         elif policy == "skip_a":
             bm = _block_max_2d(_mask_matmul(az, nm.kept), r, c)
         elif policy == "skip_w":
-            bm = _block_max_1d(wz.sum(axis=-2, dtype=np.int64), c)[..., None, :]
+            bm = _block_max_1d(sums.cw, c)[..., None, :]
         else:
             bm = _block_max_2d(_mask_matmul(az, wz), r, c)
     else:  # ws: rows = compressed k', cols N, time M
@@ -188,7 +212,7 @@ def _fold_slot_max_nm(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
             bm = np.full((1, 1, nr, nc), m, np.int64)
         else:
             wc = np.take_along_axis(wz, nm.idx, axis=-2)  # [Fw, P, K', N] kept weights != 0
-            ca = az.sum(axis=-2, dtype=np.int64)[..., :, None]  # [F, P, K, 1]
+            ca = sums.ca[..., :, None]  # [F, P, K, 1]
             cag = np.take_along_axis(np.broadcast_to(ca, ca.shape[:-1] + (n,)),
                                      np.broadcast_to(nm.idx, ca.shape[:2] + nm.idx.shape[2:]),
                                      axis=-2)  # [F, P, K', N]
@@ -210,8 +234,9 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
         raise ValueError("expected A[F, P, M, K] and W[Fw, P, K, N] masks")
     plan = make_plan(hw)
     policy = hw.zero_policy
-    counts = _mac_counts(az, wz, policy, nm)
-    slots = fold_slot_max(az, wz, plan, policy, nm)
+    sums = MaskSums(az, wz)
+    counts = _mac_counts(az, wz, policy, nm, sums)
+    slots = fold_slot_max(az, wz, plan, policy, nm, sums)
     p = hw.array.macs_per_pe
     fold_cycles = plan.fill + (slots + (p - 1)) // p
     if active is None:
@@ -321,6 +346,6 @@ def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
     stats.frame_nnz_a = np.count_nonzero(
         a_mask.reshape(shape.frames, -1) if layer.frames else a_mask.reshape(1, -1), axis=1)
     if changed is not None:
-        stats.delta_nnz = int(np.count_nonzero(a_mask[1:]))
-        stats.delta_size = int(a_mask[1:].size)
+        stats.delta_nnz = int(stats.frame_nnz_a[1:].sum())
+        stats.delta_size = a_mask[1:].size
     return stats
