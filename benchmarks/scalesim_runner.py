@@ -66,14 +66,16 @@ def scalesim_mkn(cells: list[int]) -> tuple[int, int, int]:
     return oh * ow, fh * fw * ch, nf
 
 
-def config_text(rows: int, cols: int, dataflow: str, sram_kb: list[int],
-                bandwidth: int | None) -> str:
+def config_text(rows: int, cols: int, dataflow: str, sram_kb: list[int] | tuple[int, ...],
+                bandwidth: int | None, run_name: str = "run") -> str:
+    """A SCALE-Sim 3 config (every section its parser insists on). ``bandwidth=None`` is
+    the stall-free CALC mode; a number selects USER mode at that many words per cycle."""
     mode = "CALC" if bandwidth is None else "USER"
     bw = 10 if bandwidth is None else bandwidth
     # USER mode: ifmap/filter DRAM bandwidth come from the [layout] *SRAMBankBandwidth keys,
     # the ofmap one from Bandwidth. CALC mode ignores them.
     return f"""[general]
-run_name = run
+run_name = {run_name}
 
 [run_presets]
 InterfaceBandwidth = {mode}

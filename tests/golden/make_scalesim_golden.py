@@ -51,6 +51,10 @@ from pathlib import Path
 
 from scalesim.scale_sim import scalesim
 
+# one SCALE-Sim config template for the golden data and the benchmark
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from scalesim_runner import config_text  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 CYCLES_CSV = HERE / "scalesim_cycles.csv"
 STALLS_CSV = HERE / "scalesim_stalls.csv"
@@ -157,55 +161,6 @@ def layer_shapes() -> dict[str, dict]:
     return shapes
 
 
-def write_config(path: Path, rows: int, cols: int, dataflow: str, sram_kb: tuple[int, int, int],
-                 user_bw: int | None) -> None:
-    """Write a SCALE-Sim 3 config file (all sections its parser insists on)."""
-    mode = "CALC" if user_bw is None else "USER"
-    bw = USER_BW_WORDS_PER_CYCLE if user_bw is None else user_bw
-    # In USER mode SCALE-Sim takes the ifmap/filter DRAM bandwidth from the [layout]
-    # *SRAMBankBandwidth keys and only the ofmap write bandwidth from Bandwidth (first value).
-    # In CALC mode none of these are used.
-    text = f"""[general]
-run_name = golden
-
-[run_presets]
-InterfaceBandwidth = {mode}
-UseRamulatorTrace = False
-
-[architecture_presets]
-ArrayHeight = {rows}
-ArrayWidth = {cols}
-ifmapsramszkB = {sram_kb[0]}
-filtersramszkB = {sram_kb[1]}
-ofmapsramszkB = {sram_kb[2]}
-IfmapOffset = 0
-FilterOffset = 10000000
-OfmapOffset = 20000000
-Dataflow = {dataflow}
-ReadRequestBuffer = 32
-WriteRequestBuffer = 32
-Bandwidth = {bw}
-
-[layout]
-IfmapCustomLayout = False
-IfmapSRAMBankBandwidth = {bw}
-IfmapSRAMBankNum = 1
-IfmapSRAMBankPort = 2
-FilterCustomLayout = False
-FilterSRAMBankBandwidth = {bw}
-FilterSRAMBankNum = 1
-FilterSRAMBankPort = 2
-
-[sparsity]
-SparsitySupport = False
-SparseRep = ellpack_block
-OptimizedMapping = False
-BlockSize = 8
-RandomNumberGeneratorSeed = 40
-"""
-    path.write_text(text)
-
-
 def write_topology(path: Path, shape: dict) -> bool:
     """Write a one-layer topology file; returns True if it is in GEMM (M, N, K) format.
 
@@ -244,7 +199,7 @@ def run_one(workdir: Path, shape: dict, rows: int, cols: int, dataflow: str,
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     cfg, topo, layout = workdir / "cfg.cfg", workdir / "topo.csv", workdir / "layout.csv"
-    write_config(cfg, rows, cols, dataflow, sram_kb, user_bw)
+    cfg.write_text(config_text(rows, cols, dataflow, sram_kb, user_bw, run_name="golden"))
     is_gemm = write_topology(topo, shape)
     layout.write_text("Layer name,\n")  # required by the API; unused without custom layouts
     with redirect_stdout(sys.stderr):
