@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.extra import numpy as hnp
+from strategies import conv_geometry
 
 from accelsim import SimulationError, load_hwconfig, reference
 from accelsim.trace import Trace, conv1d, conv2d, linear, matmul, validate_layer
@@ -224,18 +225,7 @@ def layer_of(draw, nm):
         groups = draw(st.integers(1, 2), label="groups")
         c_g, n_g = draw(st.integers(1, 3), label="c_g"), draw(st.integers(1, 3), label="n_g")
         batch = draw(st.integers(1, 2), label="batch")
-        kernel, stride, pad, dil, size = [], [], [], [], []
-        for _ in range(nsp):
-            kk = draw(st.integers(1, 3), label="kernel")
-            d = draw(st.integers(1, 2), label="dilation")
-            p = draw(st.integers(0, 1), label="padding")
-            s = draw(st.integers(1, 2), label="stride")
-            lo = max(1, d * (kk - 1) + 1 - 2 * p)
-            size.append(draw(st.integers(lo, lo + 2), label="size"))
-            kernel.append(kk)
-            stride.append(s)
-            pad.append(p)
-            dil.append(d)
+        kernel, stride, pad, dil, size = draw(conv_geometry(nsp, 2))
         x = draw(video((batch, groups * c_g, *size), max(frames, 1)), label="x")
         wt = draw(weights((groups * n_g, c_g, *kernel), nm))
         make = conv2d if nsp == 2 else conv1d

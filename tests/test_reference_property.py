@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import conv_geometry
 
 from accelsim import load_hwconfig, reference
 from accelsim.trace import conv1d, conv2d, linear, matmul, validate_layer
@@ -121,18 +122,7 @@ def conv_layer(draw, nsp, frames):
     groups = draw(st.integers(1, 3), label="groups")
     c_g, n_g = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     batch = draw(st.integers(1, 2), label="batch")
-    kernel, stride, pad, dil, size = [], [], [], [], []
-    for _ in range(nsp):
-        k = draw(st.integers(1, 3), label="kernel")
-        d = draw(st.integers(1, 2), label="dilation")
-        p = draw(st.integers(0, 1), label="padding")
-        s = draw(st.integers(1, 2), label="stride")
-        lo = max(1, d * (k - 1) + 1 - 2 * p)
-        size.append(draw(st.integers(lo, lo + 3), label="size"))
-        kernel.append(k)
-        stride.append(s)
-        pad.append(p)
-        dil.append(d)
+    kernel, stride, pad, dil, size = draw(conv_geometry(nsp, 3))
     lead = (frames,) if frames else ()
     x = draw(int8_operand((*lead, batch, groups * c_g, *size)), label="x")
     wt = draw(int8_operand((groups * n_g, c_g, *kernel)), label="weight")
