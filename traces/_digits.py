@@ -130,3 +130,31 @@ def load_checkpoint(model: nn.Module, name: str) -> bool:
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.eval()
     return True
+
+
+def trace_test_images(model: nn.Module, out: str, name: str, x_te: np.ndarray,
+                      y_te: np.ndarray, n_trace: int, extra: dict, tail: dict):
+    """Trace ``model`` on the first ``n_trace`` test images (one batch, int8) with the
+    provenance both digits traces share; ``extra`` goes after the accuracies and ``tail``
+    after the script name. Returns ``(trace_torch result, test accuracy)``."""
+    from accelsim.tracing import trace_torch
+
+    acc = accuracy(model, x_te, y_te)
+    x = torch.from_numpy(x_te[:n_trace])[:, None]
+    res = trace_torch(
+        model, x, out, quantize="int8", model_name=name,
+        input_description=(f"the first {n_trace} images of the digits test split "
+                           f"(sklearn load_digits, 8x8, pixels/16), one batch"),
+        provenance={
+            "dataset": "sklearn.datasets.load_digits, train_test_split(test_size=0.25, "
+                       f"stratify=y, random_state={SEED})",
+            "test_accuracy": round(acc, 4),
+            "test_images": int(len(y_te)),
+            "traced_images_accuracy": round(accuracy(model, x_te[:n_trace],
+                                                     y_te[:n_trace]), 4),
+            **extra,
+            "accuracy_note": "fp32 model; the trace stores int8 operands",
+            "script": f"traces/make_{name}.py",
+            **tail,
+        })
+    return res, acc

@@ -12,13 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _digits as D  # noqa: E402
 
 from accelsim.inspect import inspect_trace  # noqa: E402
-from accelsim.tracing import trace_torch  # noqa: E402
 
 NAME = "digits_cnn"
 EPOCHS = 40
@@ -46,24 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(D.HERE / NAME))
     args = ap.parse_args(argv)
     model, info = trained_model(args.retrain)
-    x_tr, y_tr, x_te, y_te = D.load_split()
-    acc = D.accuracy(model, x_te, y_te)
-    acc_traced = D.accuracy(model, x_te[:N_TRACE], y_te[:N_TRACE])
-    x = torch.from_numpy(x_te[:N_TRACE])[:, None]
-    res = trace_torch(
-        model, x, args.out, quantize="int8", model_name=NAME,
-        input_description=(f"the first {N_TRACE} images of the digits test split "
-                           f"(sklearn load_digits, 8x8, pixels/16), one batch"),
-        provenance={
-            "dataset": "sklearn.datasets.load_digits, train_test_split(test_size=0.25, "
-                       f"stratify=y, random_state={D.SEED})",
-            "test_accuracy": round(acc, 4),
-            "test_images": int(len(y_te)),
-            "traced_images_accuracy": round(acc_traced, 4),
-            "accuracy_note": "fp32 model; the trace stores int8 operands",
-            "script": f"traces/make_{NAME}.py",
-            **info,
-        })
+    _, _, x_te, y_te = D.load_split()
+    res, acc = D.trace_test_images(model, args.out, NAME, x_te, y_te, N_TRACE, {}, info)
     print(f"test accuracy {acc:.4f} ({len(y_te)} images); wrote {res.path}")
     print(inspect_trace(res.path).to_string())
 

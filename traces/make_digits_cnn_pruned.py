@@ -19,7 +19,6 @@ import _digits as D  # noqa: E402
 import make_digits_cnn as base  # noqa: E402
 
 from accelsim.inspect import inspect_trace  # noqa: E402
-from accelsim.tracing import trace_torch  # noqa: E402
 
 NAME = "digits_cnn_pruned"
 SPARSITY = 0.75
@@ -47,31 +46,17 @@ def main(argv: list[str] | None = None) -> None:
         secs = D.train(model, x_tr, y_tr, epochs=FINETUNE_EPOCHS, lr=2e-3, masks=masks)
         D.save_checkpoint(model, NAME)
         print(f"fine-tuned {NAME} in {secs:.1f} s")
-    acc = D.accuracy(model, x_te, y_te)
     zeros = sum(int((p == 0).sum()) for p in D.weight_params(model).values())
     total = sum(p.numel() for p in D.weight_params(model).values())
-    x = torch.from_numpy(x_te[:base.N_TRACE])[:, None]
-    res = trace_torch(
-        model, x, args.out, quantize="int8", model_name=NAME,
-        input_description=(f"the first {base.N_TRACE} images of the digits test split "
-                           f"(sklearn load_digits, 8x8, pixels/16), one batch"),
-        provenance={
-            "dataset": "sklearn.datasets.load_digits, train_test_split(test_size=0.25, "
-                       f"stratify=y, random_state={D.SEED})",
-            "test_accuracy": round(acc, 4),
-            "test_images": int(len(y_te)),
-            "traced_images_accuracy": round(D.accuracy(model, x_te[:base.N_TRACE],
-                                                       y_te[:base.N_TRACE]), 4),
-            "dense_test_accuracy": round(acc_dense, 4),
-            "pruned_before_finetune_test_accuracy": round(acc_pruned, 4),
-            "pruning": (f"per-layer magnitude pruning of {SPARSITY:.0%} of each conv/linear "
-                        f"weight tensor (biases kept), then {FINETUNE_EPOCHS} epochs of "
-                        f"fine-tuning (Adam lr 2e-3 cosine) with the masks fixed"),
-            "weight_sparsity": round(zeros / total, 4),
-            "accuracy_note": "fp32 model; the trace stores int8 operands",
-            "script": f"traces/make_{NAME}.py",
-            "checkpoint": f"traces/checkpoints/{NAME}.pt",
-        })
+    res, acc = D.trace_test_images(
+        model, args.out, NAME, x_te, y_te, base.N_TRACE,
+        {"dense_test_accuracy": round(acc_dense, 4),
+         "pruned_before_finetune_test_accuracy": round(acc_pruned, 4),
+         "pruning": (f"per-layer magnitude pruning of {SPARSITY:.0%} of each conv/linear "
+                     f"weight tensor (biases kept), then {FINETUNE_EPOCHS} epochs of "
+                     f"fine-tuning (Adam lr 2e-3 cosine) with the masks fixed"),
+         "weight_sparsity": round(zeros / total, 4)},
+        {"checkpoint": f"traces/checkpoints/{NAME}.pt"})
     print(f"dense {acc_dense:.4f}, pruned {acc_pruned:.4f}, fine-tuned {acc:.4f}; "
           f"weight sparsity {zeros / total:.3f}; wrote {res.path}")
     print(inspect_trace(res.path).to_string())
