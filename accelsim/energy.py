@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError
-from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build
+from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build, check_keys
 from .yamlio import read_yaml
 
 ENERGY_DIR = HWCONFIG_DIR / "energy"
@@ -71,10 +71,7 @@ def _num(d: Any, key: str, where: str, path: str) -> float:
 def _check_keys(d: Any, allowed: set[str], where: str, path: str) -> None:
     if not isinstance(d, Mapping):
         raise ConfigError(f"{where}: {path.rstrip('.') or 'top level'}: expected a mapping")
-    for k in d:
-        if k not in allowed:
-            raise ConfigError(f"{where}: {path}{k}: unknown key (expected one of "
-                              f"{', '.join(sorted(allowed))})")
+    check_keys(d, sorted(allowed), where, path)
 
 
 def _points(section: Mapping, unit: str, where: str, path: str) -> list[tuple[float, float]]:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,17 @@ def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
     return value
 
 
+def check_keys(raw: Mapping[str, Any], allowed: Iterable[str], where: str,
+               prefix: str = "") -> None:
+    """Reject the first key of ``raw`` not in ``allowed`` with one line naming the file,
+    the dotted key and the keys expected (in ``allowed``'s order)."""
+    allowed = list(allowed)
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{where}: {prefix}{key}: unknown key (expected one of "
+                              f"{', '.join(allowed)})")
+
+
 def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a raw mapping, strictly."""
     label = prefix.rstrip(".") or "top level"
@@ -234,10 +245,7 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
         raise ConfigError(f"{where}: {label}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            known = ", ".join(fields)
-            raise ConfigError(f"{where}: {prefix}{key}: unknown key (expected one of {known})")
+    check_keys(raw, fields, where, prefix)
     kwargs = {}
     for name, f in fields.items():
         ftype = hints[name]

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..hwconfig import HwConfig, _check_scalar, load_hwconfig
+from ..hwconfig import HwConfig, _check_scalar, check_keys, load_hwconfig
 from ..yamlio import read_yaml
 
 SPEC_KEYS = ("name", "description", "base", "traces", "grid", "fixed", "constraints",
@@ -265,10 +265,7 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
             raw.setdefault("name", path.stem)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: top level: expected a mapping")
-    for key in raw:
-        if key not in SPEC_KEYS:
-            raise ConfigError(f"{where}: {key}: unknown key (expected one of "
-                              f"{', '.join(SPEC_KEYS)})")
+    check_keys(raw, SPEC_KEYS, where)
     for key in ("base", "traces", "grid"):
         if key not in raw:
             raise ConfigError(f"{where}: {key}: missing required key")
@@ -345,10 +342,7 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
         s = raw["sample"]
         if not isinstance(s, dict):
             raise ConfigError(f"{where}: sample: expected a mapping with method, n, seed")
-        for k in s:
-            if k not in ("method", "n", "seed"):
-                raise ConfigError(f"{where}: sample.{k}: unknown key (expected one of "
-                                  f"method, n, seed)")
+        check_keys(s, ("method", "n", "seed"), where, "sample.")
         method = s.get("method", "random")
         if method not in SAMPLE_METHODS:
             raise ConfigError(f"{where}: sample.method: expected one of "
