@@ -507,7 +507,8 @@ def load_trace(path: str | os.PathLike) -> Trace:
             try:
                 arr = np.load(fpath, mmap_mode="r", allow_pickle=False)
             except ValueError as ex:
-                raise TraceError(f"{root / fname}: not a plain .npy array ({ex})") from None
+                raise TraceError(f"{root / fname}: not a plain .npy array, or truncated "
+                                 f"({ex})") from None
             except OSError as ex:
                 raise TraceError(f"{root / fname}: unreadable .npy file ({ex})") from None
             dt = td.get("dtype")
