@@ -1,15 +1,15 @@
 """accelsim: a cycle-level simulator of sparse DNN accelerators on real traces."""
 
-from . import plot
-from .energy import load_energy_table, reprice
-from .errors import AccelsimError, ConfigError, SimulationError, TraceError
-from .hwconfig import HwConfig, load_hwconfig
-from .inspect import inspect_totals, inspect_trace
-from .report import simulate, totals, with_totals
-from .sparsity import prune_nm
-from .sweep import load_results, pareto, sweep
-from .trace import Layer, Trace, load_trace, write_trace
-from .tracing import trace_torch
+from accelsim.analysis import plot
+from accelsim.analysis.inspect import inspect_totals, inspect_trace
+from accelsim.analysis.report import simulate, totals, with_totals
+from accelsim.analysis.sweep import load_results, pareto, sweep
+from accelsim.errors import AccelsimError, ConfigError, SimulationError, TraceError
+from accelsim.io.hwconfig import HwConfig, load_hwconfig
+from accelsim.io.trace import Layer, Trace, load_trace, write_trace
+from accelsim.model.energy import load_energy_table, reprice
+from accelsim.model.sparsity import prune_nm
+from accelsim.tracing import trace_torch
 
 #: ``accelsim.inspect(trace)``: per-layer shapes, densities and delta densities
 inspect = inspect_trace

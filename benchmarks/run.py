@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 import accelsim
-from accelsim.synthetic import resnet18_trace
-from accelsim.workload import gemm_shape, lower_a, lower_w
+from accelsim.io.synthetic import resnet18_trace
+from accelsim.model.workload import gemm_shape, lower_a, lower_w
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,7 +66,7 @@ def scalesim_layers(trace) -> list[dict]:
 
 
 def _out_hw(layer) -> tuple[int, int]:
-    from accelsim.trace import conv_out_size
+    from accelsim.io.trace import conv_out_size
 
     h, w = layer.a.shape[2:]
     kh, kw = layer.w.shape[2:]
@@ -99,7 +99,7 @@ def main() -> int:
     df = accelsim.simulate(trace, hw)
 
     # the compute model alone (MACs and cycles, no memory or energy), for the cost of memory
-    from accelsim.engine import layer_masks, simulate_masks
+    from accelsim.model.engine import layer_masks, simulate_masks
 
     def compute_only():
         for layer in trace.layers:

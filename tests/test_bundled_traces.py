@@ -12,8 +12,8 @@ import pytest
 
 import accelsim
 import accelsim.tracing
-from accelsim.engine import simulate_layer
-from accelsim.inspect import inspect_trace
+from accelsim.analysis.inspect import inspect_trace
+from accelsim.model.engine import simulate_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "traces"

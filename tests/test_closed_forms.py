@@ -1,6 +1,6 @@
 """Closed-form checks of the reference model and of the engine.
 
-Each check runs against both :mod:`accelsim.reference` and :mod:`accelsim.engine`
+Each check runs against both :mod:`accelsim.reference.model` and :mod:`accelsim.model.engine`
 (the engine's cases are skipped while it cannot be imported).
 """
 
@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from accelsim import load_hwconfig, reference
-from accelsim.trace import conv1d, conv2d, conv_out_size, linear, matmul
+from accelsim.io.trace import conv1d, conv2d, conv_out_size, linear, matmul
 
 DATAFLOWS = ("os", "ws", "is")
 POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
@@ -24,9 +24,9 @@ FIELDS = reference.FIELDS
 
 def _engine_gemm():
     try:
-        engine = importlib.import_module("accelsim.engine")
+        engine = importlib.import_module("accelsim.model.engine")
     except ImportError as e:  # the engine is written in parallel with these tests
-        pytest.skip(f"accelsim.engine not importable: {e}")
+        pytest.skip(f"accelsim.model.engine not importable: {e}")
     return engine.simulate_gemm
 
 
@@ -300,7 +300,7 @@ def test_reference_im2col_matches_direct_conv(xshape, wshape, stride, padding, d
     rng = np.random.default_rng(1)
     x = sparse_int8(rng, xshape, 0.7)
     wt = sparse_int8(rng, wshape, 0.7)
-    gemms = reference._im2col(x, wt, stride, padding, dilation, groups)
+    gemms = reference.model._im2col(x, wt, stride, padding, dilation, groups)
     y = _direct_conv(x, wt, stride, padding, dilation, groups)
     batch, out = x.shape[0], y.shape[2:]
     n_g = wt.shape[0] // groups

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 import accelsim
-from accelsim import trace as tr
-from accelsim.cli import main
+from accelsim.cli.main import main
 from accelsim.errors import SimulationError
-from accelsim.sparsity import delta_error, delta_operand, nm_violation, prune_nm
-from accelsim.synthetic import random_tensor, tiny_cnn_trace
-from accelsim.workload import lower_w
+from accelsim.io import trace as tr
+from accelsim.io.synthetic import random_tensor, tiny_cnn_trace
+from accelsim.model.sparsity import delta_error, delta_operand, nm_violation, prune_nm
+from accelsim.model.workload import lower_w
 
 
 def test_delta_operand_semantics():

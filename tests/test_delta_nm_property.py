@@ -28,11 +28,11 @@ from hypothesis.extra import numpy as hnp
 from strategies import conv_geometry
 
 from accelsim import SimulationError, load_hwconfig, reference
-from accelsim.trace import Trace, conv1d, conv2d, linear, matmul, validate_layer
-from accelsim.workload import gemm_shape
+from accelsim.io.trace import Trace, conv1d, conv2d, linear, matmul, validate_layer
+from accelsim.model.workload import gemm_shape
 
-engine = pytest.importorskip("accelsim.engine")
-sparsity = pytest.importorskip("accelsim.sparsity")
+engine = pytest.importorskip("accelsim.model.engine")
+sparsity = pytest.importorskip("accelsim.model.sparsity")
 
 DATAFLOWS = ("os", "ws", "is")
 POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
@@ -44,7 +44,7 @@ DENSITIES = (0.0, 1.0, 0.1, 0.3, 0.5, 0.8)
 
 #: Regression guard for a fixed engine bug (see test_ws_nm_multi_gemm_dense_a): on ws with
 #: N:M weights, a layer of more than one GEMM with formats.a dense or bitmask crashed in
-#: accelsim.memory. Fixed; the properties now draw every format in that corner too.
+#: accelsim.model.memory. Fixed; the properties now draw every format in that corner too.
 ENGINE_BUG_WS_NM_MULTI_GEMM = False
 
 

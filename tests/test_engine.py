@@ -6,10 +6,10 @@ import pytest
 from conftest import hw_dict
 
 import accelsim
-from accelsim.cli import main
-from accelsim.dataflow import dense_cycles
-from accelsim.engine import layer_masks, simulate_layer
-from accelsim.synthetic import resnet18_trace, tiny_cnn_trace
+from accelsim.cli.main import main
+from accelsim.io.synthetic import resnet18_trace, tiny_cnn_trace
+from accelsim.model.dataflow import dense_cycles
+from accelsim.model.engine import layer_masks, simulate_layer
 
 POLICIES = ["none", "gate", "skip_a", "skip_w", "skip_both"]
 
@@ -71,8 +71,8 @@ def test_depthwise_uses_array_badly():
 
 
 def test_overflow_guard():
-    from accelsim.engine import _mac_counts
     from accelsim.errors import SimulationError
+    from accelsim.model.engine import _mac_counts
 
     az = np.lib.stride_tricks.as_strided(np.ones(1, bool), (1, 2**20, 2**21, 1), (0, 0, 0, 0))
     wz = np.lib.stride_tricks.as_strided(np.ones(1, bool), (1, 2**20, 1, 2**21), (0, 0, 0, 0))

@@ -1,5 +1,5 @@
 """Compressed tile sizes: a vectorised numpy oracle of every format, held against the
-reference's element-walking ``tile_sizes`` and the engine's ``accelsim.memory.tile_sizes``.
+reference's element-walking ``tile_sizes`` and the engine's ``accelsim.model.memory.tile_sizes``.
 
 Definitions (``docs/memory-model.md``): a tile is flattened row-major, its rows are the
 fibers; ``b`` bits per element.
@@ -54,11 +54,11 @@ def oracle(tile, kind, bits, run_bits=4, index_bits=8, ptr_bits=16) -> tuple[int
 
 def engine_tile_sizes():
     try:
-        mod = importlib.import_module("accelsim.memory")
+        mod = importlib.import_module("accelsim.model.memory")
     except ImportError as e:  # written in parallel with these tests
-        pytest.skip(f"accelsim.memory not importable: {e}")
+        pytest.skip(f"accelsim.model.memory not importable: {e}")
     if not hasattr(mod, "tile_sizes"):
-        pytest.skip("accelsim.memory.tile_sizes not there yet")
+        pytest.skip("accelsim.model.memory.tile_sizes not there yet")
     return mod.tile_sizes
 
 

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 
 import accelsim
-from accelsim.cli import main
+from accelsim.cli.main import main
 from accelsim.errors import ConfigError
-from accelsim.hwconfig import HWCONFIG_DIR, load_hwconfig, parse_override
+from accelsim.io.hwconfig import HWCONFIG_DIR, load_hwconfig, parse_override
 
 SHIPPED = sorted(HWCONFIG_DIR.glob("*.yaml"))
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import accelsim
-from accelsim.inspect import COLUMNS, inspect_totals, inspect_trace
-from accelsim.trace import Quant, conv1d, conv2d, linear, matmul, write_trace
+from accelsim.analysis.inspect import COLUMNS, inspect_totals, inspect_trace
+from accelsim.io.trace import Quant, conv1d, conv2d, linear, matmul, write_trace
 
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 BUNDLED = [p.parent.name for p in sorted(TRACES.glob("*/manifest.yaml"))]

@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import accelsim
-from accelsim import trace as tr
-from accelsim.energy import ENERGY_DIR, energy_of, load_energy_table, prices, reprice
-from accelsim.engine import simulate_layer
 from accelsim.errors import ConfigError
-from accelsim.memory import TRAFFIC_KEYS
-from accelsim.synthetic import random_tensor, tiny_cnn_trace
+from accelsim.io import trace as tr
+from accelsim.io.synthetic import random_tensor, tiny_cnn_trace
+from accelsim.model.energy import ENERGY_DIR, energy_of, load_energy_table, prices, reprice
+from accelsim.model.engine import simulate_layer
+from accelsim.model.memory import TRAFFIC_KEYS
 
 FORMATS = [{"kind": "dense"}, {"kind": "bitmask"}, {"kind": "rle", "run_bits": 2},
            {"kind": "csr", "index_bits": 4, "ptr_bits": 8}, {"kind": "coo", "index_bits": 4}]

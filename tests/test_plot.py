@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 import accelsim  # noqa: E402
-from accelsim.cli import main  # noqa: E402
+from accelsim.cli.main import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

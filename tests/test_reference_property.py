@@ -17,9 +17,9 @@ from hypothesis.extra import numpy as hnp
 from strategies import conv_geometry
 
 from accelsim import load_hwconfig, reference
-from accelsim.trace import conv1d, conv2d, linear, matmul, validate_layer
+from accelsim.io.trace import conv1d, conv2d, linear, matmul, validate_layer
 
-engine = pytest.importorskip("accelsim.engine")
+engine = pytest.importorskip("accelsim.model.engine")
 
 DATAFLOWS = ("os", "ws", "is")
 POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import accelsim
-from accelsim import trace as tr
-from accelsim.engine import simulate_layer
-from accelsim.workload import gemm_shape
+from accelsim.io import trace as tr
+from accelsim.model.engine import simulate_layer
+from accelsim.model.workload import gemm_shape
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "scalesim_cycles.csv"
 ROWS = list(csv.DictReader(GOLDEN.open()))

@@ -19,16 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import accelsim
-from accelsim.area import SRAM_MM2_PER_KIB, area_of
-from accelsim.cli import main
-from accelsim.errors import ConfigError
-from accelsim.sweep import (
+from accelsim.analysis.sweep import (
     eval_constraint,
     load_spec,
     parse_constraint,
     plan_sweep,
     stored_points,
 )
+from accelsim.cli.main import main
+from accelsim.errors import ConfigError
+from accelsim.model.area import SRAM_MM2_PER_KIB, area_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "traces" / "digits_cnn"
@@ -204,16 +204,16 @@ def test_inline_sweep_store_and_resume(tmp_path):
 
 
 def test_failed_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
-    import accelsim.report
+    import accelsim.analysis.report
 
-    real = accelsim.report.simulate
+    real = accelsim.analysis.report.simulate
 
     def flaky(trace, hw, *a, **k):
         if hw.array.rows == 16 and hw.zero_policy == "none":
             raise RuntimeError("injected failure\nsecond line")
         return real(trace, hw, *a, **k)
 
-    monkeypatch.setattr(accelsim.report, "simulate", flaky)
+    monkeypatch.setattr(accelsim.analysis.report, "simulate", flaky)
     # 0.75 KiB cannot hold a 32x32 weight tile: those configs fail to resolve
     spec = write_spec(tmp_path, grid={"array.rows": [8, 16, 32],
                                       "zero_policy": ["none", "skip_both"]},
@@ -230,7 +230,7 @@ def test_failed_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
     assert any("memory.glb.w_kib: expected at least" in m for m in msgs)
     assert [e.kind for e in events].count("point") == 6
     # failed points are skipped on rerun unless asked; retrying runs only them
-    monkeypatch.setattr(accelsim.report, "simulate", real)
+    monkeypatch.setattr(accelsim.analysis.report, "simulate", real)
     assert accelsim.sweep(spec, out, workers=1).skipped == 6
     s2 = accelsim.sweep(spec, out, workers=1, retry_failed=True)
     assert (s2.ok, s2.failed, s2.skipped) == (1, 2, 3)
@@ -250,7 +250,7 @@ def test_process_pool_sweep(tmp_path, capsys):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from accelsim.cli import main; "
+    return [sys.executable, "-c", "import sys; from accelsim.cli.main import main; "
             "sys.exit(main(sys.argv[1:]))", *args]
 
 

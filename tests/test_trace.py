@@ -6,11 +6,11 @@ import pytest
 import yaml
 
 import accelsim
-from accelsim import trace as tr
-from accelsim.cli import main
+from accelsim.cli.main import main
 from accelsim.errors import TraceError
-from accelsim.synthetic import random_tensor, tiny_cnn_trace
-from accelsim.workload import gemm_shape, lower_a, lower_w
+from accelsim.io import trace as tr
+from accelsim.io.synthetic import random_tensor, tiny_cnn_trace
+from accelsim.model.workload import gemm_shape, lower_a, lower_w
 
 
 def test_roundtrip_memmap(tmp_path):

@@ -21,7 +21,8 @@ from accelsim.tracing.torch import quantize_activation, quantize_weight  # noqa:
 
 
 def test_importing_accelsim_does_not_import_torch():
-    code = "import sys, accelsim, accelsim.tracing, accelsim.inspect; print('torch' in sys.modules)"
+    code = ("import sys, accelsim, accelsim.tracing, accelsim.analysis.inspect; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _digits as D  # noqa: E402
 
-from accelsim.inspect import inspect_trace  # noqa: E402
+from accelsim.analysis.inspect import inspect_trace  # noqa: E402
 
 NAME = "digits_cnn"
 EPOCHS = 40

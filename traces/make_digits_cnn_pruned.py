@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _digits as D  # noqa: E402
 import make_digits_cnn as base  # noqa: E402
 
-from accelsim.inspect import inspect_trace  # noqa: E402
+from accelsim.analysis.inspect import inspect_trace  # noqa: E402
 
 NAME = "digits_cnn_pruned"
 SPARSITY = 0.75

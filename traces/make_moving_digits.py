@@ -22,7 +22,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _digits as D  # noqa: E402
 
-from accelsim.inspect import inspect_trace  # noqa: E402
+from accelsim.analysis.inspect import inspect_trace  # noqa: E402
 from accelsim.tracing import trace_torch  # noqa: E402
 
 NAME = "moving_digits"

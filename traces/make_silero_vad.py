@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accelsim.inspect import inspect_trace  # noqa: E402
+from accelsim.analysis.inspect import inspect_trace  # noqa: E402
 from accelsim.tracing import trace_torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

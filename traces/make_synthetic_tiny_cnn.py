@@ -7,7 +7,7 @@ fixed densities, seed 0) touching every layer kind. Not from a trained network.
 from pathlib import Path
 
 import accelsim
-from accelsim.synthetic import tiny_cnn_trace
+from accelsim.io.synthetic import tiny_cnn_trace
 
 if __name__ == "__main__":
     out = Path(__file__).resolve().parent / "synthetic_tiny_cnn"

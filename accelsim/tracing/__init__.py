@@ -4,6 +4,6 @@ Importing this package does not import any framework; :func:`trace_torch` import
 torch when it runs.
 """
 
-from .torch import Skipped, TorchTraceResult, trace_torch
+from accelsim.tracing.torch import Skipped, TorchTraceResult, trace_torch
 
 __all__ = ["Skipped", "TorchTraceResult", "trace_torch"]

@@ -30,8 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TraceError
-from ..trace import Layer, Quant, Trace, conv1d, conv2d, linear, validate_layer, write_trace
+from accelsim.errors import TraceError
+from accelsim.io.trace import (
+    Layer,
+    Quant,
+    Trace,
+    conv1d,
+    conv2d,
+    linear,
+    validate_layer,
+    write_trace,
+)
 
 QUANTIZE = ("none", "int8")
 _SUPPORTED_TEXT = "Linear, Conv1d, Conv2d, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell"

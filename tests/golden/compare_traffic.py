@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import accelsim
-from accelsim import trace as tr
-from accelsim.engine import simulate_layer
-from accelsim.workload import gemm_shape
+from accelsim.io import trace as tr
+from accelsim.model.engine import simulate_layer
+from accelsim.model.workload import gemm_shape
 
 HERE = Path(__file__).resolve().parent
 

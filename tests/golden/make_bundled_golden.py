@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 import accelsim
-from accelsim.hwconfig import HWCONFIG_DIR
-from accelsim.report import COUNT_COLUMNS
+from accelsim.analysis.report import COUNT_COLUMNS
+from accelsim.io.hwconfig import HWCONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACES = ("digits_cnn", "digits_cnn_pruned", "moving_digits", "silero_vad",

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .energy import energy_of, load_energy_table, prices
-from .engine import LayerStats, simulate_layer
-from .hwconfig import HwConfig, load_hwconfig
-from .memory import STATE_KEYS, TRAFFIC_KEYS
-from .trace import Trace, load_trace
+from accelsim.io.hwconfig import HwConfig, load_hwconfig
+from accelsim.io.trace import Trace, load_trace
+from accelsim.model.energy import energy_of, load_energy_table, prices
+from accelsim.model.engine import LayerStats, simulate_layer
+from accelsim.model.memory import STATE_KEYS, TRAFFIC_KEYS
 
 #: integer count columns (summed in totals)
 COUNT_COLUMNS = [
@@ -101,8 +101,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         stats = simulate_layer(layer, hw)
         row = layer_row(stats, hw, price)
         if functional:
-            from .engine import delta_applies
-            from .sparsity import delta_error
+            from accelsim.model.engine import delta_applies
+            from accelsim.model.sparsity import delta_error
 
             nan = float("nan")
             row.update(delta_error(layer, hw.delta.threshold) if delta_applies(layer, hw)

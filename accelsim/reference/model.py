@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SimulationError
-from .hwconfig import HwConfig
+from accelsim.errors import SimulationError
+from accelsim.io.hwconfig import HwConfig
 
 __all__ = [
     "ALL_FIELDS", "DELTA_NM_FIELDS", "FIELDS", "MEMORY_FIELDS", "STATE_FIELDS",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .hwconfig import HwConfig
+from accelsim.io.hwconfig import HwConfig
 
 _DIMS = {"os": ("m", "n", "k"), "ws": ("k", "n", "m"), "is": ("k", "m", "n")}
 

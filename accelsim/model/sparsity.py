@@ -9,9 +9,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import SimulationError
-from .trace import Layer, Trace
-from .workload import lower_w
+from accelsim.errors import SimulationError
+from accelsim.io.trace import Layer, Trace
+from accelsim.model.workload import lower_w
 
 
 def delta_operand(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +170,7 @@ def delta_outputs(layer: Layer, threshold: float) -> tuple[np.ndarray, np.ndarra
 
     ``y_delta[t] = y_delta[t-1] + lower(d_t) @ W`` with the thresholded deltas ``d_t`` of
     :func:`delta_operand`; ``y_direct[t] = lower(x_t) @ W``."""
-    from .workload import lower_a
+    from accelsim.model.workload import lower_a
 
     x = np.asarray(layer.a)
     wide = np.int64 if x.dtype.kind in "iu" and layer.w.dtype.kind in "iu" else np.float64

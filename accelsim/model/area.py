@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .hwconfig import HwConfig
+from accelsim.io.hwconfig import HwConfig
 
 UM2_PER_MM2 = 1e6
 
@@ -74,7 +74,7 @@ def int_mult_um2(a_bits: int, w_bits: int) -> float:
 
 def mac_um2(hw: HwConfig) -> float:
     """One MAC unit (multiplier + accumulator adder) of ``hw``, µm²."""
-    from .energy import mac_type
+    from accelsim.model.energy import mac_type
 
     mt = mac_type(hw)
     if mt == "fp16":

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..hwconfig import HwConfig, build, set_dotted
-from .spec import SweepSpec, eval_constraint
+from accelsim.analysis.sweep.spec import SweepSpec, eval_constraint
+from accelsim.errors import ConfigError
+from accelsim.io.hwconfig import HwConfig, build, set_dotted
 
 # ====================================================================== expansion
 
@@ -45,7 +45,7 @@ class SweepPlan:
 
 def trace_identity(path: Path) -> tuple[str, str]:
     """(model name, content hash) of a trace directory: the manifest and every tensor."""
-    from ..trace import load_trace
+    from accelsim.io.trace import load_trace
 
     model = load_trace(path).model
     h = hashlib.sha256()

@@ -16,11 +16,17 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import AccelsimError, ConfigError
-from ..hwconfig import HwConfig, build
-from .plan import Point, plan_sweep
-from .spec import SweepSpec, load_spec
-from .store import META_COLUMNS, _atomic_parquet, _atomic_text, _clean_stale, stored_points
+from accelsim.analysis.sweep.plan import Point, plan_sweep
+from accelsim.analysis.sweep.spec import SweepSpec, load_spec
+from accelsim.analysis.sweep.store import (
+    META_COLUMNS,
+    _atomic_parquet,
+    _atomic_text,
+    _clean_stale,
+    stored_points,
+)
+from accelsim.errors import AccelsimError, ConfigError
+from accelsim.io.hwconfig import HwConfig, build
 
 # ====================================================================== the worker
 
@@ -38,9 +44,9 @@ def run_point(point: Point) -> tuple[str, pd.DataFrame]:
     Top-level so that spawned processes and Dask workers can import it. The trace is
     loaded (memory-mapped) in the worker and cached per process.
     """
-    from ..area import area_of
-    from ..report import simulate, with_totals
-    from ..trace import load_trace
+    from accelsim.analysis.report import simulate, with_totals
+    from accelsim.io.trace import load_trace
+    from accelsim.model.area import area_of
 
     t0 = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import AccelsimError
+from accelsim.errors import AccelsimError
 
 #: metadata columns at the front of every stored row
 META_COLUMNS = ["point_id", "status", "error", "trace", "scope", "label"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .errors import AccelsimError
+from accelsim.errors import AccelsimError
 
 EPILOG = "Run 'accelsim COMMAND --help' for a command's options."
 
@@ -30,9 +30,9 @@ def _fmt_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .hwconfig import load_hwconfig, parse_override
-    from .report import BRIEF_COLUMNS, ENERGY_COLUMNS, simulate, with_totals
-    from .trace import load_trace
+    from accelsim.analysis.report import BRIEF_COLUMNS, ENERGY_COLUMNS, simulate, with_totals
+    from accelsim.io.hwconfig import load_hwconfig, parse_override
+    from accelsim.io.trace import load_trace
 
     overrides = dict(parse_override(s) for s in args.set or [])
     hw = load_hwconfig(args.hw, overrides)
@@ -97,7 +97,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _write(df: pd.DataFrame, path: str) -> None:
-    from .report import write_table
+    from accelsim.analysis.report import write_table
 
     try:
         write_table(df, path)
@@ -116,7 +116,7 @@ def _baseline_overrides(hw) -> dict:
 
 
 def _prune(trace, spec: str):
-    from .sparsity import prune_nm
+    from accelsim.model.sparsity import prune_nm
 
     parts = spec.split(":")
     if len(parts) != 3 or parts[0] != "nm" or not all(p.isdigit() for p in parts[1:]):
@@ -130,8 +130,8 @@ def _prune(trace, spec: str):
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect_totals, inspect_trace
-    from .trace import load_trace
+    from accelsim.analysis.inspect import inspect_totals, inspect_trace
+    from accelsim.io.trace import load_trace
 
     trace = load_trace(args.trace)
     df = inspect_trace(trace)
@@ -204,13 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("trace", help="trace directory (holding manifest.yaml)")
     i.add_argument("-o", "--output", metavar="FILE", help="also write the table (.csv/.json)")
     i.set_defaults(func=_cmd_inspect)
-    from .cli_sweep import register
+    from accelsim.cli.sweep import register
     register(sub)
     return p
 
 
 def _version() -> str:
-    from . import __version__
+    from accelsim import __version__
 
     return f"accelsim {__version__}"
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import trace as tr
-from .trace import Trace
+from accelsim.io import trace as tr
+from accelsim.io.trace import Trace
 
 
 def random_tensor(shape: Sequence[int], density: float, rng: np.random.Generator,

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError
-from .hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build, check_keys
-from .yamlio import read_yaml
+from accelsim.errors import ConfigError
+from accelsim.io.hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build, check_keys
+from accelsim.io.yamlio import read_yaml
 
 ENERGY_DIR = HWCONFIG_DIR / "energy"
 MAC_TYPES = ("int8", "int16", "fp16", "fp32")

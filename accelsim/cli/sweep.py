@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import AccelsimError
+from accelsim.errors import AccelsimError
 
 PLOT_KINDS = ("pareto", "cycles", "energy", "heatmap", "density")
 
@@ -58,7 +58,7 @@ class _Bar:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_spec, plan_sweep, stored_points, sweep
+    from accelsim.analysis.sweep import load_spec, plan_sweep, stored_points, sweep
 
     spec = load_spec(args.spec)
     if args.dry_run:
@@ -98,7 +98,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _select_point(df: Any, point: str | None, trace: str | None) -> tuple[Any, str]:
-    from .sweep import totals_only
+    from accelsim.analysis.sweep import totals_only
 
     if "point_id" not in df.columns:
         return df, ""
@@ -130,8 +130,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import plot
-    from .sweep import load_results
+    from accelsim.analysis import plot
+    from accelsim.analysis.sweep import load_results
 
     df = load_results(args.results)
     if df.empty:

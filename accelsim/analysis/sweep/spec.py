@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
-from ..hwconfig import HwConfig, _check_scalar, check_keys, load_hwconfig
-from ..yamlio import read_yaml
+from accelsim.errors import ConfigError
+from accelsim.io.hwconfig import HwConfig, _check_scalar, check_keys, load_hwconfig
+from accelsim.io.yamlio import read_yaml
 
 SPEC_KEYS = ("name", "description", "base", "traces", "grid", "fixed", "constraints",
              "sample")

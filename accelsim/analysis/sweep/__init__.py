@@ -48,10 +48,10 @@ The package is split by concern:
 
 from __future__ import annotations
 
-from .analysis import pareto, speedup, totals_only
-from .plan import Point, SweepPlan, plan_sweep, trace_identity
-from .runner import SweepEvent, SweepSummary, run_point, sweep
-from .spec import (
+from accelsim.analysis.sweep.analysis import pareto, speedup, totals_only
+from accelsim.analysis.sweep.plan import Point, SweepPlan, plan_sweep, trace_identity
+from accelsim.analysis.sweep.runner import SweepEvent, SweepSummary, run_point, sweep
+from accelsim.analysis.sweep.spec import (
     MAX_UNSAMPLED,
     SAMPLE_METHODS,
     SPEC_KEYS,
@@ -62,7 +62,7 @@ from .spec import (
     load_spec,
     parse_constraint,
 )
-from .store import META_COLUMNS, load_results, stored_points
+from accelsim.analysis.sweep.store import META_COLUMNS, load_results, stored_points
 
 __all__ = [
     "MAX_UNSAMPLED",

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .errors import AccelsimError, ConfigError
+from accelsim.errors import AccelsimError, ConfigError
 
 
 def read_yaml(path: Path, error: type[AccelsimError] = ConfigError, where: str | None = None,

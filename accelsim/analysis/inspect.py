@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .trace import Layer, Trace, load_trace, tensor_bytes
-from .workload import gemm_shape
+from accelsim.io.trace import Layer, Trace, load_trace, tensor_bytes
+from accelsim.model.workload import gemm_shape
 
 COLUMNS = (
     "layer", "kind", "m", "k", "n", "groups", "frames", "macs_dense",

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataflow import Plan
-from .errors import SimulationError
-from .hwconfig import FormatConfig, HwConfig
-from .kernels import block_nnz_rle, range_nnz_rle, uniform_bounds
-from .sparsity import NMStructure
-from .trace import Layer
+from accelsim.errors import SimulationError
+from accelsim.io.hwconfig import FormatConfig, HwConfig
+from accelsim.io.trace import Layer
+from accelsim.model.dataflow import Plan
+from accelsim.model.kernels import block_nnz_rle, range_nnz_rle, uniform_bounds
+from accelsim.model.sparsity import NMStructure
 
 #: traffic columns in report order
 TRAFFIC_KEYS = (

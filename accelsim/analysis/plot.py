@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .sweep import pareto as _pareto
-from .sweep import speedup as _speedup
-from .sweep import totals_only
+from accelsim.analysis.sweep import pareto as _pareto
+from accelsim.analysis.sweep import speedup as _speedup
+from accelsim.analysis.sweep import totals_only
 
 __all__ = ["density_speedup", "energy_breakdown", "heatmap", "label_of", "layer_cycles",
            "pareto"]

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataflow import Plan, make_plan
-from .errors import SimulationError
-from .hwconfig import HwConfig
-from .memory import MemoryResult, simulate_memory
-from .sparsity import NMStructure, check_nm, delta_operand, nm_structure
-from .trace import Layer
-from .workload import GemmShape, gemm_shape, lower_a, lower_wt
+from accelsim.errors import SimulationError
+from accelsim.io.hwconfig import HwConfig
+from accelsim.io.trace import Layer
+from accelsim.model.dataflow import Plan, make_plan
+from accelsim.model.memory import MemoryResult, simulate_memory
+from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
+from accelsim.model.workload import GemmShape, gemm_shape, lower_a, lower_wt
 
 INT64_LIMIT = 2**62  # headroom below 2**63 for sums of counts
 
@@ -256,7 +256,7 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
 def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
     """Simulate one GEMM ``a[M, K] @ w[K, N]`` as a linear layer; returns every integer
     count (MACs, folds, cycles, traffic)."""
-    from .trace import linear
+    from accelsim.io.trace import linear
 
     layer = linear("gemm", np.asarray(a), np.ascontiguousarray(np.asarray(w).T))
     return simulate_layer(layer, hw).as_dict()

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .yamlio import read_yaml
+from accelsim.errors import ConfigError
+from accelsim.io.yamlio import read_yaml
 
 DATAFLOWS = ("os", "ws", "is")
 DRAM_TYPES = ("LPDDR4", "DDR3", "GDDR5", "HBM2")
@@ -33,7 +33,7 @@ MAC_TYPES = ("auto", "int8", "int16", "fp16", "fp32")
 ZERO_POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
 
 #: repository directory with the shipped configs (present in a source checkout)
-HWCONFIG_DIR = Path(__file__).resolve().parent.parent / "hwconfigs"
+HWCONFIG_DIR = Path(__file__).resolve().parents[2] / "hwconfigs"
 
 
 def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,

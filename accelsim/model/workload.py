@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .trace import Layer, conv_out_size
+from accelsim.io.trace import Layer, conv_out_size
 
 
 @dataclass(frozen=True)

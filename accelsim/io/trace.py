@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import TraceError
-from .yamlio import read_yaml
+from accelsim.errors import TraceError
+from accelsim.io.yamlio import read_yaml
 
 FORMAT_NAME = "accelsim-trace"
 FORMAT_VERSION = 1

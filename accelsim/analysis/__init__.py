@@ -1,0 +1,1 @@
+"""What users do with results: reports (DataFrames), inspect, sweeps, plots."""

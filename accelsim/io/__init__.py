@@ -1,0 +1,1 @@
+"""Reading and writing what accelsim consumes: traces, hardware configs, YAML, synthetic traces."""

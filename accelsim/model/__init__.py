@@ -1,0 +1,1 @@
+"""The fast model: lowering, dataflow plans, engine, memory, energy, kernels (all numba here)."""
