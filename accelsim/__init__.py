@@ -9,6 +9,7 @@ from accelsim.io.hwconfig import HwConfig, load_hwconfig
 from accelsim.io.trace import Layer, Trace, load_trace, write_trace
 from accelsim.model.energy import load_energy_table, reprice
 from accelsim.model.sparsity import prune_nm
+from accelsim.model.threshold import resolve_thresholds
 from accelsim.tracing import trace_torch
 
 #: ``accelsim.inspect(trace)``: per-layer shapes, densities and delta densities
@@ -35,6 +36,7 @@ __all__ = [
     "pareto",
     "plot",
     "reprice",
+    "resolve_thresholds",
     "simulate",
     "sweep",
     "totals",

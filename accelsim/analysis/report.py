@@ -83,7 +83,8 @@ def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
 
 def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              overrides: Mapping[str, Any] | None = None, *,
-             functional: bool = False, per_frame: bool = False) -> pd.DataFrame:
+             functional: bool = False, per_frame: bool = False,
+             thresholds: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
 
     ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
@@ -92,14 +93,32 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     and reports their error against direct computation (``delta_err_*`` columns).
     ``per_frame=True`` returns one row per (layer, frame) instead: the A operand's
     density, MACs performed and compute cycles of each frame.
+
+    Thresholded activation sparsity (``docs/thresholds.md``) comes from the config's
+    ``threshold`` section and from ``thresholds``: a mapping of layer names or glob
+    patterns to an absolute threshold in stored units or ``{"target": S}``, a sparsity
+    to calibrate to. Values at or under a layer's threshold count as zeros everywhere,
+    and the ``threshold_*`` and ``thr_err_*`` columns give each layer's threshold and
+    its output error against the exact GEMM.
     """
+    from accelsim.model.threshold import COLUMNS as THR_COLUMNS
+    from accelsim.model.threshold import resolve_thresholds, threshold_error, threshold_layer
+
     trace, hw = _resolve(trace, hw, overrides)
     price = prices(hw, load_energy_table(hw.energy))
+    resolved = resolve_thresholds(trace, hw, thresholds)
     rows = []
     frames = []
     for layer in trace.layers:
+        th = resolved.get(layer.name)
+        exact = layer
+        if th is not None:
+            layer = threshold_layer(layer, th)
         stats = simulate_layer(layer, hw)
         row = layer_row(stats, hw, price)
+        if resolved:
+            row.update(threshold_error(exact, th) if th is not None
+                       else dict.fromkeys(THR_COLUMNS, float("nan")))
         if functional:
             from accelsim.model.engine import delta_applies
             from accelsim.model.sparsity import delta_error

@@ -35,6 +35,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from accelsim.io.trace import load_trace
 
     overrides = dict(parse_override(s) for s in args.set or [])
+    if args.threshold:
+        overrides.update(_threshold_overrides(args.threshold))
     hw = load_hwconfig(args.hw, overrides)
     trace = load_trace(args.trace)
     if args.prune:
@@ -64,6 +66,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                    "state_ref_write_bytes", "state_acc_read_bytes", "state_acc_write_bytes",
                    "state_in_dram", "state_cycles", "energy_state_pj", "energy_pj",
                    "delta_err_max", "delta_err_rms", "delta_err_rel"]
+    elif args.show == "threshold":
+        columns = ["layer", "kind", "macs_dense", "macs_performed", "cycles", "density_a",
+                   "threshold_a", "threshold_b", "thr_sparsity_a", "thr_err_rel",
+                   "thr_err_rms", "thr_err_max", "energy_pj"]
     elif args.show == "traffic":
         columns = ["layer", "kind", "compute_cycles", "stall_cycles", "cycles",
                    *[c for c in full.columns if c.endswith("_bytes")]]
@@ -104,6 +110,24 @@ def _write(df: pd.DataFrame, path: str) -> None:
     except (OSError, ValueError) as e:
         raise AccelsimError(f"-o {path}: {e}") from None
     print(f"wrote {path}")
+
+
+def _threshold_overrides(spec: str) -> dict:
+    """``--threshold VALUE|PERCENT%[@PATTERNS]`` as config overrides."""
+    body, _, pats = spec.partition("@")
+    out: dict = {}
+    try:
+        if body.endswith("%"):
+            out["threshold.target"] = float(body[:-1]) / 100
+        else:
+            out["threshold.value"] = float(body)
+    except ValueError:
+        raise AccelsimError(f"--threshold {spec!r}: expected VALUE (stored units, e.g. 3) "
+                            f"or PERCENT% (a target sparsity, e.g. 50%), optionally "
+                            f"@PATTERNS (e.g. 50%@*.fc1,*.fc2)") from None
+    if pats:
+        out["threshold.layers"] = pats
+    return out
 
 
 def _baseline_overrides(hw) -> dict:
@@ -180,12 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--columns", help="comma-separated columns to print")
     g.add_argument("--all-columns", action="store_true", help="print every column")
-    g.add_argument("--show", choices=("brief", "traffic", "energy", "delta"), default="brief",
+    g.add_argument("--show", choices=("brief", "traffic", "energy", "delta", "threshold"),
+                   default="brief",
                    help="column group to print: brief (default), traffic (bytes per level, "
                         "operand and direction, data and metadata apart), energy (pJ per "
-                        "component) or delta (delta density, state traffic, output error)")
+                        "component), delta (delta density, state traffic, output error) or "
+                        "threshold (thresholds, sparsity reached, output error)")
     s.add_argument("--prune", metavar="nm:N:M",
                    help="magnitude-prune every weight to N:M along K before simulating")
+    s.add_argument("--threshold", metavar="SPEC",
+                   help="thresholded activation sparsity: VALUE (|x| <= VALUE counts as "
+                        "zero, stored units) or PERCENT%% (calibrate each layer to that "
+                        "sparsity), optionally @PATTERNS of layer names, e.g. 50%%@*.fc1; "
+                        "same as --set threshold.value/target/layers")
     s.add_argument("--functional", action="store_true",
                    help="compute delta-path outputs and report their error against direct "
                         "computation (delta_err_* columns)")

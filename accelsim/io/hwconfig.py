@@ -123,6 +123,39 @@ class StructuredConfig:
     m: int = opt(4, ge=2, le=64, doc="group size M")
 
 
+LAYER_KINDS = ("linear", "conv1d", "conv2d", "matmul")
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    value: float = opt(0.0, ge=0, doc="|x| <= value counts as zero, in stored-value units "
+                                      "(quantisation steps for int traces); 0 = exact "
+                                      "zeros only")
+    target: float = opt(0.0, ge=0, le=0.999999, doc="calibrate each layer's threshold to "
+                                                    "this sparsity of its activations "
+                                                    "(0 = off)")
+    layers: str = opt("*", doc="comma-separated glob patterns of the layer names it "
+                               "applies to")
+    kinds: str = opt("linear,conv1d,conv2d,matmul", doc="comma-separated layer kinds it "
+                                                        "applies to")
+    operands: str = opt("a", choices=("a", "both"), doc="a: the left operand; both: "
+                                                         "matmul layers threshold b too")
+
+    def _validate(self, where: str, prefix: str) -> None:
+        if self.value > 0 and self.target > 0:
+            raise ConfigError(f"{where}: {prefix}target: expected 0 when {prefix}value is "
+                              f"set (give a value or a target, not both), got "
+                              f"{self.target:g}")
+        kinds = [k.strip() for k in self.kinds.split(",")]
+        for k in kinds:
+            if k not in LAYER_KINDS:
+                raise ConfigError(f"{where}: {prefix}kinds: expected comma-separated "
+                                  f"layer kinds from {', '.join(LAYER_KINDS)}, got {k!r}")
+        if not any(p.strip() for p in self.layers.split(",")):
+            raise ConfigError(f"{where}: {prefix}layers: expected glob patterns, got "
+                              f"{self.layers!r}")
+
+
 @dataclass(frozen=True)
 class HwConfig:
     name: str = opt(doc="config name")
@@ -136,6 +169,7 @@ class HwConfig:
     formats: FormatsConfig = opt(FormatsConfig, doc="compressed formats per operand")
     delta: DeltaConfig = opt(DeltaConfig, doc="temporal delta processing")
     structured: StructuredConfig = opt(StructuredConfig, doc="N:M structured weights")
+    threshold: ThresholdConfig = opt(ThresholdConfig, doc="thresholded activation sparsity")
     energy: str = opt("45nm_horowitz", doc="energy table: a name in hwconfigs/energy/ or a "
                                            "path")
     description: str = opt("", doc="free text")
