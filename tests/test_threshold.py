@@ -30,7 +30,7 @@ POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
 
 
 @settings(max_examples=60, deadline=None)
-@given(x=arrays(np.int8, st.integers(1, 60)), target=st.floats(0, 0.99))
+@given(x=arrays(np.int8, st.integers(1, 60)), target=st.integers(0, 99).map(lambda v: v / 100))
 def test_calibrate_is_the_closest_achievable_sparsity(x, target):
     t = calibrate(x, target)
     got = sparsity_at(x, t)
