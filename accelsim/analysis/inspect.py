@@ -21,7 +21,7 @@ from accelsim.model.workload import gemm_shape
 COLUMNS = (
     "layer", "kind", "m", "k", "n", "groups", "frames", "macs_dense",
     "density_a", "density_w", "density_a_q1", "density_w_q1",
-    "delta_density_a", "unchanged_frac_a", "size_a", "size_w", "bytes",
+    "delta_density_a", "unchanged_frac_a", "size_a", "size_w", "bytes", "kv_cache",
 )
 
 _CHUNK = 1 << 22  # elements per block, so memory-mapped tensors stay mostly on disk
@@ -75,6 +75,10 @@ def layer_stats(layer: Layer) -> dict[str, Any]:
         "delta_density_a": nan, "unchanged_frac_a": nan,
         "size_a": int(a.size), "size_w": int(w.size), "bytes": tensor_bytes(layer),
     }
+    from accelsim.model.kvcache import describe, kv_use
+
+    use = kv_use(layer)
+    row["kv_cache"] = describe(use) if use is not None else ""
     if layer.frames and layer.num_frames > 1:
         changed, total = _changed(a)
         row["delta_density_a"] = changed / total
@@ -91,7 +95,9 @@ def inspect_trace(trace: Trace | str | os.PathLike) -> pd.DataFrame:
     the fractions of nonzero stored elements (the unique input, not its im2col view);
     ``delta_density_a`` is the fraction of the elements of ``x_t - x_{t-1}`` (t >= 1)
     that are nonzero, ``unchanged_frac_a = 1 - delta_density_a``; ``size_a``/``size_w``
-    are element counts and ``bytes`` the bytes stored for the layer.
+    are element counts and ``bytes`` the bytes stored for the layer. ``kv_cache`` labels
+    attention layers that read the KV cache: tensor (K/V), block, step, cached rows +
+    appended rows, and K/V heads x head_dim (docs/kv-cache.md).
     """
     if not isinstance(trace, Trace):
         trace = load_trace(trace)
@@ -127,4 +133,23 @@ def inspect_totals(df: pd.DataFrame) -> pd.Series:
     return pd.Series(out, name="total", dtype=object)
 
 
-__all__ = ["COLUMNS", "inspect_totals", "inspect_trace", "layer_stats"]
+def kv_summary(trace: Trace) -> str | None:
+    """One line on the trace's KV cache, or None when no layer reads one."""
+    from accelsim.model.kvcache import kv_use
+
+    uses = [u for u in (kv_use(layer) for layer in trace.layers) if u is not None]
+    if not uses:
+        return None
+    blocks = sorted({u.block for u in uses})
+    steps = sorted({u.step for u in uses})
+    last = [u for u in uses if u.step == steps[-1]]
+    elems = sum(u.elements(u.length) for u in last)
+    heads = sorted({u.kv_heads for u in uses})
+    dims = sorted({u.head_dim for u in uses})
+    return (f"KV cache: {len(uses)} attention layers read it ({len(blocks)} blocks, "
+            f"steps {steps[0]}..{steps[-1]}); {'/'.join(map(str, heads))} K/V heads x "
+            f"head_dim {'/'.join(map(str, dims))}; length {min(u.length for u in uses)} -> "
+            f"{max(u.length for u in uses)}; {elems} elements at step {steps[-1]}")
+
+
+__all__ = ["COLUMNS", "inspect_totals", "inspect_trace", "kv_summary", "layer_stats"]

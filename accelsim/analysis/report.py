@@ -14,13 +14,14 @@ from accelsim.io.hwconfig import HwConfig, load_hwconfig
 from accelsim.io.trace import Trace, load_trace
 from accelsim.model.energy import energy_of, load_energy_table, prices
 from accelsim.model.engine import LayerStats, simulate_layer
+from accelsim.model.kvcache import KV_KEYS
 from accelsim.model.memory import STATE_KEYS, TRAFFIC_KEYS
 
 #: integer count columns (summed in totals)
 COUNT_COLUMNS = [
     "macs_dense", "macs_performed", "macs_gated", "macs_skipped",
     "folds", "compute_cycles", "stall_cycles", "cycles", *TRAFFIC_KEYS, *STATE_KEYS,
-    "nm_mux_ops", "delta_gemms_skipped",
+    "nm_mux_ops", "delta_gemms_skipped", *KV_KEYS,
 ]
 #: columns shown by the CLI by default
 BRIEF_COLUMNS = [
@@ -101,12 +102,14 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     and the ``threshold_*`` and ``thr_err_*`` columns give each layer's threshold and
     its output error against the exact GEMM.
     """
+    from accelsim.model.kvcache import apply_kv, footprints, kv_use
     from accelsim.model.threshold import COLUMNS as THR_COLUMNS
     from accelsim.model.threshold import resolve_thresholds, threshold_error, threshold_layer
 
     trace, hw = _resolve(trace, hw, overrides)
     price = prices(hw, load_energy_table(hw.energy))
     resolved = resolve_thresholds(trace, hw, thresholds)
+    kv_sizes = footprints(trace, hw)
     rows = []
     frames = []
     for layer in trace.layers:
@@ -115,6 +118,9 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         if th is not None:
             layer = threshold_layer(layer, th)
         stats = simulate_layer(layer, hw)
+        use = kv_use(layer)
+        stats.mem.counts = apply_kv(stats.mem.counts, use, hw,
+                                    kv_sizes.get(use.step, 0) if use else 0)
         row = layer_row(stats, hw, price)
         if resolved:
             row.update(threshold_error(exact, th) if th is not None

@@ -172,6 +172,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"trace {trace.model}: {len(trace)} layers"
           + (" (synthetic)" if prov.get("synthetic") else ""))
     print(_fmt_table(full, list(full.columns)))
+    from accelsim.analysis.inspect import kv_summary
+
+    kv = kv_summary(trace)
+    if kv:
+        print(kv)
     if args.output:
         _write(full, args.output)
     return 0

@@ -157,6 +157,15 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class KvCacheConfig:
+    glb_kib: float = opt(64.0, ge=0, doc="GLB space for the KV cache, KiB: a step's whole "
+                                         "cache is resident while it fits, else in DRAM")
+    placement: str = opt("auto", choices=("auto", "glb", "dram"),
+                         doc="auto: by glb_kib; glb or dram: always there")
+    bits: int = opt(0, ge=0, le=64, doc="bits per cached element; 0 = precision.a_bits")
+
+
+@dataclass(frozen=True)
 class HwConfig:
     name: str = opt(doc="config name")
     array: ArrayConfig = opt(doc="PE array")
@@ -170,6 +179,8 @@ class HwConfig:
     delta: DeltaConfig = opt(DeltaConfig, doc="temporal delta processing")
     structured: StructuredConfig = opt(StructuredConfig, doc="N:M structured weights")
     threshold: ThresholdConfig = opt(ThresholdConfig, doc="thresholded activation sparsity")
+    kv_cache: KvCacheConfig = opt(KvCacheConfig, doc="KV cache of decoding (attention "
+                                                     "layers marked in the trace)")
     energy: str = opt("45nm_horowitz", doc="energy table: a name in hwconfigs/energy/ or a "
                                            "path")
     description: str = opt("", doc="free text")

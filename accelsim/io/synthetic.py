@@ -106,3 +106,39 @@ def tiny_cnn_trace(density_a: float = 0.5, density_w: float = 0.5, seed: int = 0
     return Trace(model="synthetic_tiny_cnn", layers=tuple(layers),
                  provenance={"synthetic": True, "generator": "accelsim.synthetic.tiny_cnn_trace",
                              "density_a": da, "density_w": dw, "seed": seed})
+
+
+def decode_attention_trace(blocks: int = 2, heads: int = 4, kv_heads: int = 2,
+                           head_dim: int = 16, prompt: int = 8, steps: int = 3,
+                           density: float = 1.0, seed: int = 0) -> Trace:
+    """**Synthetic** attention of a prefill and ``steps`` decode steps: per step and
+    block a ``qk`` (``q @ Kᵀ``) and a ``pv`` (``p @ V``) matmul whose ``b`` operand is
+    read from the KV cache (``meta.kv_cache``, docs/kv-cache.md). Query heads share
+    K/V heads in groups of ``heads // kv_heads`` (grouped-query attention), so ``b``
+    repeats each K/V head for its query heads."""
+    from accelsim.model.kvcache import kv_cache_meta
+
+    if heads % kv_heads:
+        raise ValueError(f"heads {heads} must be a multiple of kv_heads {kv_heads}")
+    rng = np.random.default_rng(seed)
+    rep = heads // kv_heads
+    layers = []
+    for step in range(steps + 1):
+        length = prompt + step
+        m = prompt if step == 0 else 1
+        new = prompt if step == 0 else 1
+        for b in range(blocks):
+            k = np.repeat(random_tensor((kv_heads, length, head_dim), density, rng), rep, 0)
+            v = np.repeat(random_tensor((kv_heads, length, head_dim), density, rng), rep, 0)
+            q = random_tensor((heads, m, head_dim), density, rng)
+            p = random_tensor((heads, m, length), density, rng)
+            tag = "prefill" if step == 0 else f"step{step}"
+            layers.append(tr.matmul(f"{tag}.b{b}.qk", q, np.ascontiguousarray(
+                k.transpose(0, 2, 1)), meta={"kv_cache": kv_cache_meta(
+                    "k", b, step, kv_heads, head_dim, length, new)}))
+            layers.append(tr.matmul(f"{tag}.b{b}.pv", p, v, meta={"kv_cache": kv_cache_meta(
+                "v", b, step, kv_heads, head_dim, length, new)}))
+    return Trace(model="synthetic_decode_attention", layers=tuple(layers),
+                 provenance={"synthetic": True,
+                             "generator": "accelsim.synthetic.decode_attention_trace",
+                             "heads": heads, "kv_heads": kv_heads, "seed": seed})
