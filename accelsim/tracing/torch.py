@@ -1,27 +1,39 @@
-"""Dump an accelsim trace from a PyTorch model with forward hooks.
+"""Dump an accelsim trace from a PyTorch model: every matrix product it dispatches.
 
-The model is not modified: a forward hook on every supported module copies the
-module's GEMM operands (input activation and weight) while the model runs, and the
-hooks are removed afterwards. Supported modules and what each records:
+The model is not modified. It runs under a dispatch mode (:mod:`accelsim.tracing._dispatch`)
+that sees every aten operator after composite functions are decomposed, so ``F.linear``,
+``torch.matmul``, ``torch.addmm`` (HF GPT-2's ``Conv1D``), ``einsum`` and attention are
+recorded as well as modules. An operand whose storage belongs to a parameter is a weight
+(``linear`` / ``conv1d`` / ``conv2d`` layers); a product of two activations is a ``matmul``
+layer (attention's ``qk`` and ``pv``). While tracing, attention uses the math backend of
+``scaled_dot_product_attention`` and the ``nn.MultiheadAttention`` fast path is off.
+Module hooks name the layers (the parameter's name, or the innermost module that ran the
+product plus ``qk`` / ``pv`` / ``matmul``) and handle what the dispatcher cannot:
 
 * ``nn.Linear`` -> ``linear``; ``nn.Conv1d`` / ``nn.Conv2d`` -> ``conv1d`` / ``conv2d``
-  with stride, padding, dilation and groups. A padding mode other than ``zeros`` is
-  applied to the recorded input (the trace then says ``padding=0``); string padding
-  (``"same"``, ``"valid"``) is resolved to integers.
+  with stride, padding, dilation and groups, the input as the module received it. A
+  padding mode other than ``zeros`` is applied to the recorded input (the trace then says
+  ``padding=0``); string padding (``"same"``, ``"valid"``) is resolved to integers.
 * ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (any number of layers, bidirectional, batch
-  first, LSTM projections): the layer is recomputed step by step from its own weights
-  (checked against the module's output) and each time step's input GEMM
-  ``x_t @ W_ih.T`` and hidden GEMM ``h_{t-1} @ W_hh.T`` are recorded as two ``linear``
-  layers whose frames are the time steps, in processing order.
+  first, LSTM projections), whose fused kernels hide the time steps: the layer is
+  recomputed step by step from its own weights (checked against the module's output) and
+  each time step's input GEMM ``x_t @ W_ih.T`` and hidden GEMM ``h_{t-1} @ W_hh.T`` are
+  recorded as two ``linear`` layers whose frames are the time steps, in processing order.
 * ``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell``: the same two GEMMs; successive
   calls of one cell within one forward pass are time steps (frames).
+
+Matrix products that cannot be lowered (transposed or 3-d convolutions, fused attention or
+RNN kernels) are listed with their MACs and share of all MACs, and warned about; norms,
+activations and elementwise operators are not GEMMs and never warn.
 
 torch is imported only when :func:`trace_torch` runs.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,30 +50,33 @@ from accelsim.io.trace import (
     conv1d,
     conv2d,
     linear,
+    matmul,
     validate_layer,
     write_trace,
 )
 
 QUANTIZE = ("none", "int8")
-_SUPPORTED_TEXT = "Linear, Conv1d, Conv2d, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell"
-#: module types that hold parameters but do no GEMM; they are not reported as skipped
-_NON_GEMM = (
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm",
-    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm",
-    "PReLU", "Embedding", "EmbeddingBag",
-)
+_SUPPORTED_TEXT = ("every mm, addmm, bmm, baddbmm, addbmm, mv, dot, matmul, linear, einsum, "
+                   "1-d/2-d convolution and math-backend attention, plus nn.LSTM/GRU/RNN "
+                   "and their cells")
 
 
 @dataclass(frozen=True)
 class Skipped:
     """A module that ran during tracing but whose computation is not in the trace."""
 
-    name: str
-    type: str
+    name: str  # the module that ran it
+    type: str  # the module's class
     reason: str
+    macs: int | None = None  # MACs of the matrix products left out, where known
+    share: float | None = None  # of all matrix-product MACs (traced + left out)
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "type": self.type, "reason": self.reason}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "type": self.type, "reason": self.reason}
+        if self.macs is not None:
+            d["macs"] = int(self.macs)
+            d["share_of_macs"] = round(float(self.share or 0.0), 6)
+        return d
 
 
 @dataclass(frozen=True)
@@ -328,111 +343,337 @@ class _SkipModule(Exception):
 # --------------------------------------------------------------------------- the tracer
 
 
+@dataclass
+class _Entry:
+    """One layer of one run: its name parts and capture (``None`` until a hook fills it)."""
+
+    base: str  # the name before de-duplication (act x act products: the module's name)
+    cap: _Capture | None
+    group: int  # entries from one module call share one de-duplication counter
+    sub: str = ""  # appended after the counted name (RNN layers: "l0.ih")
+    fixed: str | None = None  # the final name (cells: their time steps are one layer)
+    role: str | None = None  # act x act products: "matmul", "qk" or "pv"
+
+    @property
+    def stem(self) -> str:
+        return f"{self.base}.{self.role}" if self.role else self.base
+
+
+@dataclass
+class _Frame:
+    """A module running: the stack of these says which module ran each operator."""
+
+    name: str
+    mod: Any
+    kind: str | None  # "gemm" (Linear, Conv1d, Conv2d), "rnn", "cell" or None
+    claimed: _Entry | None = None
+
+
+_WEIGHT_SUFFIX = re.compile(r"[._]?weight$")
+
+
 class _Recorder:
+    """Module hooks (names, nn.Linear/Conv inputs as the module got them, recurrent
+    recomputation) plus a dispatch mode that sees every matrix product PyTorch runs."""
+
     def __init__(self, model) -> None:
+        import torch
         import torch.nn as nn
 
         self.model = model
-        self.calls: list[tuple[str, _Capture]] = []  # this run, in call order
-        self.ncalls: dict[str, int] = {}
-        self.skipped: dict[str, Skipped] = {}
+        self.root = type(model).__name__.lower()
+        self.entries: list[_Entry] = []
+        self.cells: dict[str, _Entry] = {}
+        self.stack: list[_Frame] = []
+        self.suppress = 0
+        self.groups = 0
+        self.unlowered: dict[str, dict[str, Any]] = {}
         self.handles: list[Any] = []
-        root = type(model).__name__.lower()
+        self.params = {p.untyped_storage().data_ptr(): n
+                       for n, p in model.named_parameters() if p.numel()}
+        from torch.utils.weak import WeakTensorKeyDictionary
+
+        self.tags = WeakTensorKeyDictionary()
         cells = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
         rnns = (nn.LSTM, nn.GRU, nn.RNN)
-        import torch
-
         scripted: list[str] = []
         for name, mod in model.named_modules():
-            qual = name or root
+            qual = name or self.root
             if any(qual.startswith(s + ".") for s in scripted):
                 continue
-            if isinstance(mod, torch.jit.ScriptModule):
-                scripted.append(qual)
-                self.skipped[qual] = Skipped(qual, type(mod).__name__, (
-                    "TorchScript submodule: Python hooks cannot see inside it; trace an "
-                    "eager equivalent"))
+            if isinstance(mod, torch.jit.ScriptModule):  # no hooks inside; the dispatch
+                scripted.append(qual)  # mode still sees its operators
                 continue
             if isinstance(mod, nn.Linear):
-                fn = self._hook(qual, _capture_linear)
+                kind, capture = "gemm", _capture_linear
             elif isinstance(mod, (nn.Conv1d, nn.Conv2d)):
-                fn = self._hook(qual, _capture_conv)
+                kind, capture = "gemm", _capture_conv
             elif isinstance(mod, cells):
-                fn = self._hook(qual, _capture_cell, cell=True)
+                kind, capture = "cell", _capture_cell
             elif isinstance(mod, rnns):
-                fn = self._rnn_hook(qual)
+                kind, capture = "rnn", None
             else:
-                own = any(True for _ in mod.parameters(recurse=False))
-                tname = type(mod).__name__
-                if own and tname not in _NON_GEMM:
-                    reason = f"{tname} is not supported (supported: {_SUPPORTED_TEXT})"
-                    self.handles.append(mod.register_forward_pre_hook(
-                        self._skip_hook(qual, reason)))
-                continue
-            self.handles.append(mod.register_forward_hook(fn, with_kwargs=True))
+                kind, capture = None, None
+            self.handles.append(mod.register_forward_pre_hook(self._pre(qual, kind)))
+            self.handles.append(mod.register_forward_hook(self._post(qual, kind, capture),
+                                                          with_kwargs=True))
 
-    def _skip_hook(self, name: str, reason: str):
+    # ---------------------------------------------------------------- module hooks
+
+    def _group(self) -> int:
+        self.groups += 1
+        return self.groups
+
+    def _pre(self, name: str, kind: str | None):
         def hook(mod, args):
-            self.skipped.setdefault(name, Skipped(name, type(mod).__name__, reason))
+            self.stack.append(_Frame(name, mod, kind))
+            if kind in ("rnn", "cell"):
+                self.suppress += 1
         return hook
 
-    def _key(self, name: str) -> str:
-        i = self.ncalls.get(name, 0)
-        self.ncalls[name] = i + 1
-        return name if i == 0 else f"{name}@{i}"
-
-    def _hook(self, name: str, capture, cell: bool = False):
+    def _post(self, name: str, kind: str | None, capture):
         def hook(mod, args, kwargs, output):
-            caps = capture(mod, args, kwargs)
-            if cell:  # repeated calls of a cell are time steps of one layer
-                for cap, suffix in zip(caps, ("ih", "hh"), strict=True):
-                    key = f"{name}.{suffix}"
-                    prev = next((c for k, c in self.calls if k == key), None)
-                    if prev is None:
-                        cap.meta["module"] = name
-                        cap.meta["module_type"] = type(mod).__name__
-                        self.calls.append((key, cap))
-                    else:
-                        if prev.a.shape[1:] != cap.a.shape[1:]:
-                            raise TraceError(f"trace_torch: {name}: input shape changed "
-                                             f"between time steps ({prev.a.shape[1:]} then "
-                                             f"{cap.a.shape[1:]})")
-                        prev.a = np.concatenate([prev.a, cap.a])
-                return
-            key = self._key(name)
-            for cap in caps:
-                cap.meta["module"] = name
-                cap.meta["module_type"] = type(mod).__name__
-                self.calls.append((key, cap))
-        return hook
-
-    def _rnn_hook(self, name: str):
-        def hook(mod, args, kwargs, output):
+            frame = self.stack.pop() if self.stack else None
+            if frame is None or frame.mod is not mod:
+                raise TraceError(f"trace_torch: module {name!r}: forward hooks ran out of "
+                                 f"order")
             try:
-                caps = _capture_rnn(mod, args, kwargs, output)
-            except _SkipModule as e:
-                self.skipped.setdefault(name, Skipped(name, type(mod).__name__, str(e)))
-                return
-            key = self._key(name)
-            for sub, cap in caps:
+                if kind == "gemm" and frame.claimed is not None:
+                    cap = capture(mod, args, kwargs)[0]
+                    cap.meta["module"] = name
+                    cap.meta["module_type"] = type(mod).__name__
+                    frame.claimed.cap = cap
+                elif kind == "cell":
+                    self._cell(name, mod, capture(mod, args, kwargs))
+                elif kind == "rnn":
+                    self._rnn(name, mod, args, kwargs, output)
+            finally:
+                if kind in ("rnn", "cell"):
+                    self.suppress -= 1
+        return hook
+
+    def _cell(self, name: str, mod, caps: list[_Capture]) -> None:
+        """Repeated calls of a cell are time steps of one layer."""
+        for cap, suffix in zip(caps, ("ih", "hh"), strict=True):
+            key = f"{name}.{suffix}"
+            prev = self.cells.get(key)
+            if prev is None:
                 cap.meta["module"] = name
                 cap.meta["module_type"] = type(mod).__name__
-                self.calls.append((f"{key}.{sub}", cap))
-        return hook
+                entry = _Entry(key, cap, self._group(), fixed=key)
+                self.cells[key] = entry
+                self.entries.append(entry)
+            else:
+                if prev.cap.a.shape[1:] != cap.a.shape[1:]:
+                    raise TraceError(f"trace_torch: {name}: input shape changed between time "
+                                     f"steps ({prev.cap.a.shape[1:]} then "
+                                     f"{cap.a.shape[1:]})")
+                prev.cap.a = np.concatenate([prev.cap.a, cap.a])
+
+    def _rnn(self, name: str, mod, args, kwargs, output) -> None:
+        try:
+            caps = _capture_rnn(mod, args, kwargs, output)
+        except _SkipModule as e:
+            self._unlowered(name, type(mod).__name__, str(e), None)
+            return
+        group = self._group()
+        for sub, cap in caps:
+            cap.meta["module"] = name
+            cap.meta["module_type"] = type(mod).__name__
+            self.entries.append(_Entry(name, cap, group, sub=sub))
+
+    # ---------------------------------------------------------------- dispatched operators
+
+    def _param(self, t) -> str | None:
+        try:
+            return self.params.get(t.untyped_storage().data_ptr())
+        except (RuntimeError, NotImplementedError):  # tensors without storage
+            return None
+
+    def _unlowered(self, where: str, mtype: str, what: str, macs: int | None) -> None:
+        u = self.unlowered.setdefault(where, {"type": mtype, "what": [], "macs": 0})
+        if what not in u["what"]:
+            u["what"].append(what)
+        u["macs"] = None if macs is None or u["macs"] is None else u["macs"] + macs
+
+    def _frame(self) -> _Frame:
+        return self.stack[-1] if self.stack else _Frame(self.root, self.model, None)
+
+    def before(self, op: str, args: tuple):
+        if self.suppress:
+            return None
+        from accelsim.tracing import _dispatch as D
+
+        prod = D.product_of(op, args)
+        frame = self._frame()
+        if prod is None:
+            unl, macs = (D.unlowered_macs(op, args, self._param)
+                         if op in D.UNLOWERED_NAMES else (False, None))
+            if unl:
+                label = f"aten.{op}" + (" (transposed)" if op in D.CONV_OPS else "")
+                self._unlowered(frame.name, type(frame.mod).__name__, label, macs)
+            return None
+        if frame.kind == "gemm" and frame.claimed is None and self._is_own(frame.mod, prod):
+            frame.claimed = _Entry(frame.name, None, self._group())
+            self.entries.append(frame.claimed)
+            return ("claimed", None)
+        entry = self._capture(op, prod, frame)
+        if entry is None:
+            return None
+        self.entries.append(entry)
+        return ("entry", entry)
+
+    def _is_own(self, mod, prod) -> bool:
+        """Is this product the hooked module's own GEMM (its weight, by shape)?"""
+        w = getattr(mod, "weight", None)
+        if w is None:
+            return False
+        if prod.conv is not None:
+            return tuple(prod.b.shape) == tuple(w.shape)
+        return prod.b.dim() == 2 and tuple(prod.b.shape[::-1]) == tuple(w.shape)
+
+    def _weight_name(self, pname: str, frame: _Frame) -> str:
+        stem = _WEIGHT_SUFFIX.sub("", pname)
+        if frame.name == self.root or pname.startswith(frame.name + "."):
+            return stem or self.root
+        return f"{frame.name}.{stem.replace('.', '_')}" if stem else frame.name
+
+    def _capture(self, op: str, prod, frame: _Frame) -> _Entry | None:
+        meta: dict[str, Any] = {"module": frame.name, "module_type": type(frame.mod).__name__,
+                                "op": f"aten.{op}"}
+        group = self._group()
+        if prod.conv is not None:
+            nsp = prod.b.dim() - 2
+            if nsp not in (1, 2):
+                self._unlowered(frame.name, type(frame.mod).__name__,
+                                f"aten.{op} ({nsp}-d)",
+                                int(prod.a.shape[0]) * _conv_out_elems(prod)
+                                * int(prod.b.numel()))
+                return None
+            pname = self._param(prod.b)
+            if pname is None:
+                meta["weight_is_activation"] = True
+                base = f"{frame.name}.conv"
+            else:
+                meta["parameter"] = pname
+                base = self._weight_name(pname, frame)
+            cap = _Capture(f"conv{nsp}d", _np(prod.a), _np(prod.b), params=dict(prod.conv),
+                           meta=meta)
+            return _Entry(base, cap, group)
+        a, b = prod.a, prod.b
+        pa, pb = self._param(a), self._param(b)
+        if pb is None and pa is not None:  # W @ X: record X^T @ W^T, W as the weight
+            a, b, pb = b.transpose(-1, -2), a.transpose(-1, -2), pa
+            meta["operands_swapped"] = True
+        if pb is not None and (b.dim() == 2 or b.shape[0] == 1 or b.stride(0) == 0):
+            w = b if b.dim() == 2 else b[0]
+            x = a if a.dim() == 2 else a.reshape(-1, a.shape[-1])
+            meta["parameter"] = pb
+            cap = _Capture("linear", _np(x), _np(w.transpose(0, 1)), meta=meta)
+            return _Entry(self._weight_name(pb, frame), cap, group)
+        if pb is not None:
+            meta["b_parameter"] = pb
+        role = "pv" if self._tag(a) == ("softmax", None) else "matmul"
+        cap = _Capture("matmul", _np(a), _np(b), meta=meta)
+        return _Entry(frame.name, cap, group, role=role)
+
+    def _tag(self, t):
+        try:
+            return self.tags.get(t)
+        except TypeError:
+            return None
+
+    def after(self, op: str, args: tuple, out, token) -> None:
+        if self.suppress:
+            return
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        from accelsim.tracing import _dispatch as D
+
+        if token is not None:
+            tag = ("gemm", token[1])
+        elif op in D.SOFTMAX_OPS:
+            src = self._tag(args[0])
+            if src and src[0] == "gemm" and src[1] is not None and src[1].role == "matmul":
+                src[1].role = "qk"
+            tag = ("softmax", None)
+        else:
+            tag = None
+            for t in tree_leaves(args):
+                if isinstance(t, torch.Tensor):
+                    tag = self._tag(t)
+                    if tag is not None:
+                        break
+            if tag is None:
+                return
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.tags[t] = tag
+
+    # ---------------------------------------------------------------- one run
 
     def run(self, x: Any) -> list[tuple[str, _Capture]]:
         import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        self.calls = []
-        self.ncalls = {}
-        with torch.no_grad():
-            _call(self.model, x)
-        return self.calls
+        from accelsim.tracing import _dispatch as D
+
+        self.entries, self.cells, self.stack, self.suppress = [], {}, [], 0
+        fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), D.make_mode(self):
+                _call(self.model, x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
+        out: list[tuple[str, _Capture]] = []
+        counts: dict[str, int] = {}
+        names: dict[int, str] = {}
+        for e in self.entries:
+            if e.cap is None:
+                continue
+            if e.fixed is not None:
+                out.append((e.fixed, e.cap))
+                continue
+            if e.group not in names:
+                i = counts.get(e.stem, 0)
+                counts[e.stem] = i + 1
+                names[e.group] = e.stem if i == 0 else f"{e.stem}@{i}"
+            out.append((names[e.group] + (f".{e.sub}" if e.sub else ""), e.cap))
+        return out
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles = []
+
+    def skipped(self, traced_macs: int) -> tuple[Skipped, ...]:
+        out = []
+        total = traced_macs + sum(u["macs"] or 0 for u in self.unlowered.values())
+        for name, u in self.unlowered.items():
+            macs = u["macs"]
+            what = ", ".join(u["what"])
+            if macs is None:
+                reason = f"{what}: not lowered to a trace layer (MACs not estimated)"
+                share = None
+            else:
+                share = macs / total if total else 0.0
+                reason = (f"{what}: not lowered to a trace layer ({macs:,} MACs, "
+                          f"{share:.1%} of all matrix-product MACs)")
+            out.append(Skipped(name, u["type"], reason, macs, share))
+        return tuple(out)
+
+
+def _conv_out_elems(prod) -> int:
+    """Output positions per image of a dispatched convolution."""
+    from accelsim.io.trace import conv_out_size
+
+    c = prod.conv
+    sp = prod.a.shape[2:]
+    k = prod.b.shape[2:]
+    return int(math.prod(conv_out_size(int(sp[i]), int(k[i]), c["stride"][i], c["padding"][i],
+                                       c["dilation"][i]) for i in range(len(sp))))
 
 
 def _merge(runs: list[list[tuple[str, _Capture]]], framed: bool) -> list[tuple[str, _Capture,
@@ -453,23 +694,38 @@ def _merge(runs: list[list[tuple[str, _Capture]]], framed: bool) -> list[tuple[s
             continue
         parts = [run[j][1].a for run in runs]
         shapes = {p.shape for p in parts}
+        if cap.kind == "matmul":
+            shapes = {(p.shape, run[j][1].w.shape) for p, run in zip(parts, runs, strict=True)}
         if len(shapes) > 1:
             raise TraceError(f"trace_torch: layer {key!r}: input shapes differ between inputs "
                              f"({sorted(shapes)}); frames need equal shapes")
         a = np.stack(parts)
+        w = cap.w
+        if cap.kind == "matmul":  # b is an activation too: it gets frames
+            w = np.stack([run[j][1].w for run in runs])
+        elif cap.meta.get("weight_is_activation") and any(
+                not np.array_equal(run[j][1].w, cap.w) for run in runs[1:]):
+            raise TraceError(f"trace_torch: layer {key!r}: the convolution's weight is an "
+                             f"activation that changes between inputs; trace each input "
+                             f"on its own")
         if cap.seq:  # [inputs, steps, ...] -> frames in time order
             a = a.reshape((-1,) + a.shape[2:])
-        out.append((key, _Capture(cap.kind, a, cap.w, cap.seq, cap.params, cap.meta), True))
+        out.append((key, _Capture(cap.kind, a, w, cap.seq, cap.params, cap.meta), True))
     return out
 
 
 def _to_layer(name: str, cap: _Capture, frames: bool, quantize: str) -> Layer:
     a, w = cap.a, cap.w
     quant: dict[str, Quant] = {}
+    meta = dict(cap.meta)
+    if cap.kind == "matmul":
+        if quantize == "int8":
+            a, quant["a"] = quantize_activation(a)
+            w, quant["b"] = quantize_activation(w)
+        return matmul(name, a, w, frames=frames, quant=quant, meta=meta)
     if quantize == "int8":
         a, quant["input"] = quantize_activation(a)
         w, quant["weight"] = quantize_weight(w)
-    meta = dict(cap.meta)
     if cap.kind == "linear":
         return linear(name, a, w, frames=frames, quant=quant, meta=meta)
     build = conv1d if cap.kind == "conv1d" else conv2d
@@ -480,7 +736,7 @@ def trace_torch(model, inputs: Any, path: str | os.PathLike | None = None, *,
                 quantize: str = "none", model_name: str | None = None,
                 input_description: str | None = None,
                 provenance: Mapping[str, Any] | None = None) -> TorchTraceResult:
-    """Run ``model`` on ``inputs`` with forward hooks and write what its layers computed.
+    """Run ``model`` on ``inputs`` and write every matrix product it computed.
 
     ``inputs`` is one input or a **list** of inputs. One input is a tensor (called as
     ``model(x)``), a tuple (``model(*x)``) or a dict (``model(**x)``). A list runs the
@@ -492,11 +748,12 @@ def trace_torch(model, inputs: Any, path: str | os.PathLike | None = None, *,
     ``"int8"``: symmetric per-tensor for activations and symmetric per-output-channel
     for weights, scales recorded in the manifest.
 
-    ``path`` is the trace directory to write; with ``None`` nothing is written. Modules
-    that ran but are not traceable are listed in the result's ``skipped`` and in the
-    trace provenance (with a warning); :class:`~accelsim.errors.TraceError` is raised
-    if nothing traceable ran. The model runs under ``torch.no_grad()`` in whatever
-    train/eval mode it is in (recorded in the provenance).
+    ``path`` is the trace directory to write; with ``None`` nothing is written. Matrix
+    products that ran but cannot be lowered are listed (module, MACs, share of all MACs) in
+    the result's ``skipped`` and in the trace provenance, with a warning;
+    :class:`~accelsim.errors.TraceError` is raised if nothing traceable ran. The model
+    runs under ``torch.no_grad()`` in whatever train/eval mode it is in (recorded in the
+    provenance).
     """
     try:
         import torch
@@ -521,16 +778,19 @@ def trace_torch(model, inputs: Any, path: str | os.PathLike | None = None, *,
         runs = [rec.run(x) for x in items]
     finally:
         rec.close()
-    skipped = tuple(rec.skipped.values())
     mname = model_name or type(model).__name__
     if not runs[0]:
+        skipped = rec.skipped(0)
         listed = "; ".join(f"{s.name} ({s.type}): {s.reason}" for s in skipped) or "none"
-        raise TraceError(f"trace_torch: no traceable layer ran in {mname} (supported: "
-                         f"{_SUPPORTED_TEXT}); skipped modules: {listed}")
+        raise TraceError(f"trace_torch: no traceable layer ran in {mname} (traced: "
+                         f"{_SUPPORTED_TEXT}); left out: {listed}")
     merged = _merge(runs, framed)
     layers = [_to_layer(name, cap, frames, quantize) for name, cap, frames in merged]
     for layer in layers:
         validate_layer(layer, where=f"trace_torch({mname})")
+    from accelsim.model.workload import gemm_shape
+
+    skipped = rec.skipped(sum(gemm_shape(layer).macs_dense for layer in layers))
     desc = (f"list of {len(items)} inputs (frames), each {_describe(items[0])}" if framed
             else _describe(inputs))
     prov: dict[str, Any] = {
@@ -553,7 +813,7 @@ def trace_torch(model, inputs: Any, path: str | os.PathLike | None = None, *,
     if path is not None:
         out_path = write_trace(path, trace)
     if skipped:
-        warnings.warn("trace_torch: skipped modules not in the trace: " + "; ".join(
+        warnings.warn("trace_torch: matrix products not in the trace: " + "; ".join(
             f"{s.name} ({s.type}): {s.reason}" for s in skipped), stacklevel=2)
     return TorchTraceResult(trace=trace, path=out_path, skipped=skipped)
 
