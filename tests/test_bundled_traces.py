@@ -98,7 +98,7 @@ def test_silero_vad_frames_and_lstm():
 
 @pytest.mark.parametrize("name", REAL)
 def test_simulates(name):
-    hw = accelsim.load_hwconfig(ROOT / "hwconfigs" / "sparse_os_16x16.yaml")
+    hw = accelsim.load_hwconfig("sparse_os_16x16")
     for layer in accelsim.load_trace(TRACES / name):
         st = simulate_layer(layer, hw).gemm
         assert 0 < st.macs_performed <= st.macs_dense

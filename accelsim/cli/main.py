@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("trace", help="trace directory (holding manifest.yaml)")
     s.add_argument("--hw", required=True,
                    help="hardware config YAML (a path, or the name of a shipped config "
-                        "in hwconfigs/, e.g. sparse_os_16x16)")
+                        "(accelsim/hwconfigs/), e.g. sparse_os_16x16)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set array.rows=32 (repeatable)")
     s.add_argument("-o", "--output", metavar="FILE",

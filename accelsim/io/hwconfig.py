@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import math
 import os
@@ -32,8 +33,14 @@ FORMAT_KINDS = ("dense", "bitmask", "rle", "csr", "coo")
 MAC_TYPES = ("auto", "int8", "int16", "fp16", "fp32")
 ZERO_POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
 
-#: repository directory with the shipped configs (present in a source checkout)
-HWCONFIG_DIR = Path(__file__).resolve().parents[2] / "hwconfigs"
+#: the shipped configs (package data: ``accelsim/hwconfigs/*.yaml``, energy tables in
+#: ``energy/``), found through importlib.resources so that any install has them
+HWCONFIG_DIR = Path(str(importlib.resources.files("accelsim") / "hwconfigs"))
+
+
+def shipped_configs() -> list[Path]:
+    """The shipped hardware configs, sorted by name."""
+    return sorted(HWCONFIG_DIR.glob("*.yaml"))
 
 
 def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
@@ -181,8 +188,8 @@ class HwConfig:
     threshold: ThresholdConfig = opt(ThresholdConfig, doc="thresholded activation sparsity")
     kv_cache: KvCacheConfig = opt(KvCacheConfig, doc="KV cache of decoding (attention "
                                                      "layers marked in the trace)")
-    energy: str = opt("45nm_horowitz", doc="energy table: a name in hwconfigs/energy/ or a "
-                                           "path")
+    energy: str = opt("45nm_horowitz", doc="energy table: a shipped name "
+                                           "(accelsim/hwconfigs/energy/) or a path")
     description: str = opt("", doc="free text")
 
     def _validate(self, where: str, prefix: str) -> None:
@@ -353,10 +360,13 @@ def resolve_hwconfig_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    for cand in (HWCONFIG_DIR / p.name, HWCONFIG_DIR / f"{p.name}.yaml"):
-        if cand.is_file() and not p.parent.parts:
-            return cand
-    raise ConfigError(f"{path}: hardware config not found")
+    if not p.parent.parts:
+        for cand in (HWCONFIG_DIR / p.name, HWCONFIG_DIR / f"{p.name}.yaml"):
+            if cand.is_file():
+                return cand
+    names = ", ".join(c.stem for c in shipped_configs())
+    raise ConfigError(f"{path}: hardware config not found (a path, or a shipped config: "
+                      f"{names})")
 
 
 def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],

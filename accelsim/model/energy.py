@@ -98,7 +98,9 @@ def resolve_energy_path(name: str | os.PathLike, base: Path | None = None) -> Pa
     for c in cands:
         if c.is_file():
             return c
-    raise ConfigError(f"energy table {str(name)!r}: not found (looked in {ENERGY_DIR})")
+    names = ", ".join(c.stem for c in sorted(ENERGY_DIR.glob("*.yaml")))
+    raise ConfigError(f"energy table {str(name)!r}: not found (a path, or a shipped table: "
+                      f"{names})")
 
 
 def load_energy_table(name: str | os.PathLike | Mapping[str, Any]) -> EnergyTable:
