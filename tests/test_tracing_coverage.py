@@ -484,3 +484,61 @@ def test_torchscript_submodule_is_seen_by_the_dispatcher():
     res, ours = _trace(model, torch.randn(2, 3))
     assert _by_name(res.trace) == {"sub.0": 2 * 3 * 4, "fc": 2 * 4 * 2}
     _assert_complete(res, ours, 2 * 3 * 4 + 2 * 4 * 2)
+
+
+# --------------------------------------------------------------------------- HF transformers
+
+
+def _hf_model(arch: str, attn: str):
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(9)
+    if arch == "gpt2":
+        cfg = T.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32,
+                           bos_token_id=0, eos_token_id=0)
+        cls = T.GPT2LMHeadModel
+    elif arch == "bert":
+        cfg = T.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, vocab_size=64, max_position_embeddings=32)
+        cls = T.BertModel
+    else:
+        cfg = T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, intermediate_size=48, vocab_size=64,
+                            max_position_embeddings=32, bos_token_id=0, eos_token_id=0)
+        cls = T.LlamaForCausalLM
+    cfg._attn_implementation = attn
+    return cls(cfg).eval()
+
+
+def _hf_expected(arch: str, b: int, t: int) -> int:
+    """GEMM MACs of the configs above, from their shapes."""
+    d, v, nl = 32, 64, 2
+    if arch == "gpt2":
+        h = 2
+        per = t * d * 3 * d + 2 * h * t * t * (d // h) + t * d * d + 2 * t * d * 4 * d
+        return b * (nl * per + t * d * v)
+    if arch == "bert":
+        inter = 64
+        per = 4 * t * d * d + 2 * t * t * d + 2 * t * d * inter
+        return b * (nl * per + d * d)  # the pooler sees the first token
+    h, kvh, inter = 4, 2, 48
+    hd = d // h
+    per = (2 * t * d * d + 2 * t * d * kvh * hd + 2 * h * t * t * hd + 3 * t * d * inter)
+    return b * (nl * per + t * d * v)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("arch", ["gpt2", "bert", "llama"])
+def test_hf_transformers_tiny_configs(arch, attn):
+    model = _hf_model(arch, attn)
+    b, t = 2, 6
+    ids = torch.randint(0, 64, (b, t))
+    x = {"input_ids": ids} if arch == "bert" else {"input_ids": ids, "use_cache": False}
+    res, ours = _trace(model, x)
+    _assert_complete(res, ours, _hf_expected(arch, b, t))
+    pv = [ly for ly in res.trace.layers if ly.name.endswith(".pv")]
+    qk = [ly for ly in res.trace.layers if ly.name.endswith(".qk")]
+    assert len(pv) == len(qk) == 2 and all(ly.kind == "matmul" for ly in pv + qk)
+    if arch != "bert":  # causal: half the attention matrix (plus the diagonal) is zero
+        a = np.asarray(pv[0].a)
+        assert np.count_nonzero(a) == a.shape[0] * t * (t + 1) // 2
