@@ -31,14 +31,12 @@ def _fmt_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from accelsim.analysis.report import BRIEF_COLUMNS, ENERGY_COLUMNS, simulate, with_totals
-    from accelsim.io.hwconfig import load_hwconfig, parse_override
-    from accelsim.io.trace import load_trace
+    from accelsim.io.hwconfig import parse_override
 
     overrides = dict(parse_override(s) for s in args.set or [])
     if args.threshold:
         overrides.update(_threshold_overrides(args.threshold))
-    hw = load_hwconfig(args.hw, overrides)
-    trace = load_trace(args.trace)
+    trace, hw = _simulate_inputs(args, overrides)
     if args.prune:
         trace = _prune(trace, args.prune)
     if args.per_frame:
@@ -100,6 +98,53 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.output:
         _write(full, args.output)
     return 0
+
+
+def _simulate_inputs(args: argparse.Namespace, overrides: dict):
+    """The trace (a trace directory or a SCALE-Sim --topology) and the hardware (--hw or
+    a SCALE-Sim --scalesim-cfg) of ``simulate``; exactly one of each."""
+    from accelsim.io.hwconfig import load_hwconfig
+    from accelsim.io.trace import load_trace
+
+    if (args.trace is None) == (args.topology is None):
+        raise AccelsimError("simulate: give a trace directory or --topology FILE.csv (one "
+                            "of them)")
+    if (args.hw is None) == (args.scalesim_cfg is None):
+        raise AccelsimError("simulate: give --hw CONFIG or --scalesim-cfg FILE.cfg (one of "
+                            "them)")
+    if args.topology is None and (args.density_a is not None or args.density_w is not None):
+        raise AccelsimError("--density-a/--density-w: only with --topology (a trace "
+                            "directory has its own values)")
+    if args.topology is not None:
+        from accelsim.io.scalesim import load_topology
+
+        trace = load_topology(args.topology, density_a=_density(args.density_a, "a"),
+                              density_w=_density(args.density_w, "w"), seed=args.seed)
+    else:
+        trace = load_trace(args.trace)
+    if args.scalesim_cfg is not None:
+        from accelsim.io.scalesim import load_scalesim_hwconfig, read_scalesim_cfg, topology_nm
+
+        nm = None
+        if args.topology is not None and read_scalesim_cfg(args.scalesim_cfg).sparsity_support:
+            nm = topology_nm(args.topology)
+        hw = load_scalesim_hwconfig(args.scalesim_cfg, overrides, nm=nm)
+    else:
+        hw = load_hwconfig(args.hw, overrides)
+    return trace, hw
+
+
+def _density(text: str | None, which: str) -> float:
+    if text is None:
+        return 1.0
+    try:
+        d = float(text)
+    except ValueError:
+        d = -1.0
+    if not 0.0 <= d <= 1.0:
+        raise AccelsimError(f"--density-{which} {text!r}: expected a number in [0, 1] (the "
+                            f"fraction of nonzero values)")
+    return d
 
 
 def _write(df: pd.DataFrame, path: str) -> None:
@@ -198,10 +243,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "row per layer plus a TOTAL row: MACs (dense, performed, gated, "
                     "skipped), compute/stall cycles, utilisation, memory traffic and "
                     "energy.")
-    s.add_argument("trace", help="trace directory (holding manifest.yaml)")
-    s.add_argument("--hw", required=True,
+    s.add_argument("trace", nargs="?",
+                   help="trace directory (holding manifest.yaml); or use --topology")
+    s.add_argument("--hw",
                    help="hardware config YAML (a path, or the name of a shipped config "
                         "(accelsim/hwconfigs/), e.g. sparse_os_16x16)")
+    sc = s.add_argument_group("SCALE-Sim inputs (docs/interop.md)")
+    sc.add_argument("--scalesim-cfg", metavar="FILE.cfg",
+                    help="a SCALE-Sim config as the hardware (instead of --hw)")
+    sc.add_argument("--topology", metavar="FILE.csv",
+                    help="a SCALE-Sim topology (conv or GEMM form) as a synthetic trace "
+                         "(instead of TRACE)")
+    sc.add_argument("--density-a", metavar="D",
+                    help="with --topology: fraction of nonzero activations (default 1)")
+    sc.add_argument("--density-w", metavar="D",
+                    help="with --topology: fraction of nonzero weights (default 1)")
+    sc.add_argument("--seed", type=int, default=0,
+                    help="with --topology: seed of the random values (default 0)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set array.rows=32 (repeatable)")
     s.add_argument("-o", "--output", metavar="FILE",
