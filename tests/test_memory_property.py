@@ -1,7 +1,7 @@
 """Memory model property tests: engine == cycle-stepping reference on every integer key.
 
-Hypothesis draws small layers (linear, conv2d / conv1d with stride, padding, dilation and
-groups, matmul, frames), arrays up to 4x4 PEs, every dataflow x zero policy x format
+Hypothesis draws small layers (linear, conv1d / conv2d / conv3d with stride, padding,
+dilation and groups, matmul, frames), arrays up to 4x4 PEs, every dataflow x zero policy x format
 (dense, bitmask, rle, csr, coo with small run / index / pointer widths), double buffering
 on and off, small finite and unlimited bandwidths, and GLB partitions from the smallest
 the loader accepts (one R x C dense tile) up to a few KiB, so that residency flips both
@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 from strategies import conv_geometry
 
 from accelsim import load_hwconfig, reference
-from accelsim.io.trace import conv1d, conv2d, linear, matmul, validate_layer
+from accelsim.io.trace import conv1d, conv2d, conv3d, linear, matmul, validate_layer
 
 engine = pytest.importorskip("accelsim.model.engine")
 
@@ -153,20 +153,23 @@ def conv_layer(draw, nsp, frames):
     lead = (frames,) if frames else ()
     x = draw(operand((*lead, batch, groups * c_g, *size)), label="x")
     wt = draw(operand((groups * n_g, c_g, *kernel)), label="weight")
-    make = conv2d if nsp == 2 else conv1d
+    make = {1: conv1d, 2: conv2d, 3: conv3d}[nsp]
     return make("c", x, wt, stride=stride, padding=pad, dilation=dil, groups=groups,
                 frames=bool(frames))
 
 
 @st.composite
 def layer_of(draw):
-    kind = draw(st.sampled_from(["linear", "conv2d", "conv1d", "matmul"]), label="kind")
+    kind = draw(st.sampled_from(["linear", "conv2d", "conv1d", "matmul", "conv3d"]),
+                label="kind")
     frames = draw(st.sampled_from([0, 0, 1, 2, 3]), label="frames")
     lead = (frames,) if frames else ()
     if kind == "conv2d":
         layer = draw(conv_layer(2, frames))
     elif kind == "conv1d":
         layer = draw(conv_layer(1, frames))
+    elif kind == "conv3d":
+        layer = draw(conv_layer(3, frames))
     elif kind == "linear":
         batch_shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
         fin, fout = draw(st.integers(1, 9)), draw(st.integers(1, 9))

@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 from strategies import conv_geometry
 
 from accelsim import load_hwconfig, reference
-from accelsim.io.trace import conv1d, conv2d, linear, matmul, validate_layer
+from accelsim.io.trace import conv1d, conv2d, conv3d, linear, matmul, validate_layer
 
 engine = pytest.importorskip("accelsim.model.engine")
 
@@ -126,20 +126,23 @@ def conv_layer(draw, nsp, frames):
     lead = (frames,) if frames else ()
     x = draw(int8_operand((*lead, batch, groups * c_g, *size)), label="x")
     wt = draw(int8_operand((groups * n_g, c_g, *kernel)), label="weight")
-    make = conv2d if nsp == 2 else conv1d
+    make = {1: conv1d, 2: conv2d, 3: conv3d}[nsp]
     return make("c", x, wt, stride=stride, padding=pad, dilation=dil, groups=groups,
                 frames=bool(frames))
 
 
 @st.composite
 def layer_case(draw):
-    kind = draw(st.sampled_from(["conv2d", "conv1d", "linear", "matmul"]), label="kind")
+    kind = draw(st.sampled_from(["conv2d", "conv1d", "linear", "matmul", "conv3d"]),
+                label="kind")
     frames = draw(st.sampled_from([0, 0, 1, 2]), label="frames")
     lead = (frames,) if frames else ()
     if kind == "conv2d":
         layer = draw(conv_layer(2, frames))
     elif kind == "conv1d":
         layer = draw(conv_layer(1, frames))
+    elif kind == "conv3d":
+        layer = draw(conv_layer(3, frames))
     elif kind == "linear":
         batch_shape = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
         fin, fout = draw(st.integers(1, 8)), draw(st.integers(1, 8))

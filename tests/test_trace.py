@@ -27,6 +27,22 @@ def test_roundtrip_memmap(tmp_path):
             assert isinstance(b.tensors[role], np.memmap)
 
 
+def test_conv3d_roundtrip(tmp_path):
+    rng = np.random.default_rng(4)
+    x = random_tensor((2, 1, 4, 3, 6, 5), 0.6, rng)  # [T, N, C, D, H, W]
+    w = random_tensor((4, 2, 2, 3, 3), 0.6, rng)
+    layer = tr.conv3d("vid", x, w, stride=(1, 1, 2), padding=1, dilation=(2, 1, 1), groups=2,
+                      frames=True)
+    back = accelsim.load_trace(accelsim.write_trace(tmp_path / "v", [layer]))["vid"]
+    assert back.kind == "conv3d" and back.stride == (1, 1, 2) and back.padding == (1, 1, 1)
+    assert back.dilation == (2, 1, 1) and back.groups == 2 and back.num_frames == 2
+    np.testing.assert_array_equal(back.a, x)
+    s = gemm_shape(back)
+    assert (s.per_frame, s.m, s.k, s.n) == (2, 1 * 3 * 6 * 3, 2 * 2 * 3 * 3, 2)
+    with pytest.raises(TraceError, match=r"expected 5 dims \[N, C, D, H, W\]"):
+        tr.validate_layer(tr.conv3d("bad", x[0, 0], w), "test")
+
+
 def test_write_replaces_atomically(tmp_path):
     p = tmp_path / "t"
     accelsim.write_trace(p, tiny_cnn_trace(seed=1))
@@ -71,6 +87,8 @@ def _naive_conv(x, w, stride, pad, dil, groups):
     dict(kind="conv2d", cin=3, cout=3, sp=(5, 5), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1), g=3),
     dict(kind="conv2d", cin=2, cout=5, sp=(6, 6), k=(1, 1), s=(2, 2), p=(0, 0), d=(1, 1), g=1),
     dict(kind="conv1d", cin=6, cout=4, sp=(11,), k=(3,), s=(2,), p=(2,), d=(2,), g=2),
+    dict(kind="conv3d", cin=4, cout=2, sp=(3, 5, 4), k=(2, 3, 1), s=(1, 2, 1), p=(1, 0, 1),
+         d=(1, 1, 2), g=2),
 ])
 @pytest.mark.parametrize("frames", [False, True])
 def test_conv_lowering_matches_direct_conv(case, frames):
@@ -79,7 +97,7 @@ def test_conv_lowering_matches_direct_conv(case, frames):
     x = random_tensor((nb, case["cin"]) + case["sp"], 0.7, rng)
     w = random_tensor((case["cout"], case["cin"] // case["g"]) + case["k"], 0.7, rng)
     xs = np.stack([x, random_tensor(x.shape, 0.7, rng)]) if frames else x
-    build = tr.conv2d if case["kind"] == "conv2d" else tr.conv1d
+    build = {"conv1d": tr.conv1d, "conv2d": tr.conv2d, "conv3d": tr.conv3d}[case["kind"]]
     layer = build("c", xs, w, stride=case["s"], padding=case["p"], dilation=case["d"],
                   groups=case["g"], frames=frames)
     tr.validate_layer(layer, "test")
@@ -141,7 +159,7 @@ def _bad_version(m):
 
 
 def _bad_kind(m):
-    m["layers"][0]["kind"] = "conv3d"
+    m["layers"][0]["kind"] = "conv4d"
 
 
 def _bad_groups(m):
@@ -178,7 +196,7 @@ def _bad_stride(m):
 
 MANIFEST_CASES = [
     (_bad_version, "version: expected 1"),
-    (_bad_kind, "kind: expected one of linear, conv1d, conv2d, matmul, got 'conv3d'"),
+    (_bad_kind, "kind: expected one of linear, conv1d, conv2d, conv3d, matmul, got 'conv4d'"),
     (_bad_groups, "layer 'conv': groups: expected a divisor of C_in=4 and C_out=8, got 3"),
     (_bad_dtype, "layer 'fc'.tensors.weight.dtype: expected one of"),
     (_missing_file, "layer 'fc'.tensors.input.file: nope.npy not found"),

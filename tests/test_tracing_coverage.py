@@ -407,29 +407,49 @@ def test_unlowered_products_warn_with_their_share():
         def __init__(self):
             super().__init__()
             self.up = nn.ConvTranspose2d(2, 3, 2, stride=2)
-            self.vol = nn.Conv3d(3, 4, 1)
+            self.up1 = nn.ConvTranspose1d(3, 4, 3)
             self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
             y = self.up(x)  # [B, 3, 8, 8]
-            y = self.vol(y.unsqueeze(2)).squeeze(2)  # [B, 4, 8, 8]
-            return self.fc(y.mean((2, 3)))
+            y = self.up1(y.flatten(2))  # [B, 4, 66]
+            return self.fc(y.mean(2))
 
     torch.manual_seed(7)
     res, ours = _trace(Odd(), torch.randn(1, 2, 4, 4))
     up = 2 * 4 * 4 * 3 * 2 * 2  # every input element meets C_out * k * k weights
-    vol = 8 * 8 * 3 * 4
+    up1 = 3 * 64 * 4 * 3
     fc = 4 * 2
     assert _macs(res.trace) == fc
     got = {s.name: s for s in res.skipped}
-    assert set(got) == {"up", "vol"} and got["up"].type == "ConvTranspose2d"
-    assert got["up"].macs == up and got["vol"].macs == vol
-    assert got["up"].share == pytest.approx(up / (up + vol + fc))
+    assert set(got) == {"up", "up1"} and got["up"].type == "ConvTranspose2d"
+    assert got["up"].macs == up and got["up1"].macs == up1
+    assert got["up"].share == pytest.approx(up / (up + up1 + fc))
     assert len(ours) == 1
     msg = str(ours[0].message)
-    assert "up (ConvTranspose2d)" in msg and "vol (Conv3d)" in msg
-    assert f"{up / (up + vol + fc):.1%}" in msg
+    assert "up (ConvTranspose2d)" in msg and "up1 (ConvTranspose1d)" in msg
+    assert f"{up / (up + up1 + fc):.1%}" in msg
     assert res.trace.provenance["skipped"][0]["macs"] == up
+
+
+def test_conv3d_is_traced_and_lowers_exactly():
+    from accelsim.model.workload import lower_a, lower_w
+
+    torch.manual_seed(10)
+    conv = nn.Conv3d(4, 6, (2, 3, 3), stride=(1, 2, 1), padding=(1, 1, 2), dilation=(1, 1, 2),
+                     groups=2, bias=False)
+    x = torch.randn(2, 4, 3, 7, 6)
+    res, ours = _trace(conv, x)
+    y = conv(x)
+    _assert_complete(res, ours, int(y.numel()) * 2 * 3 * 3 * 2)  # out x (C_in/g * k)
+    ly = res.trace[0]
+    assert ly.kind == "conv3d" and ly.groups == 2 and ly.stride == (1, 2, 1)
+    assert ly.padding == (1, 1, 2) and ly.dilation == (1, 1, 2)
+    got = np.matmul(lower_a(ly), lower_w(ly))  # [1, G, M, N]
+    n, c, *sp = y.shape
+    ref = y.detach().numpy().reshape(n, 2, c // 2, -1).transpose(1, 0, 3, 2).reshape(
+        1, 2, -1, c // 2)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_fused_attention_outside_the_math_backend_is_reported():

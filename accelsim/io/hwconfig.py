@@ -130,7 +130,7 @@ class StructuredConfig:
     m: int = opt(4, ge=2, le=64, doc="group size M")
 
 
-LAYER_KINDS = ("linear", "conv1d", "conv2d", "matmul")
+LAYER_KINDS = ("linear", "conv1d", "conv2d", "conv3d", "matmul")
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ class ThresholdConfig:
                                                     "(0 = off)")
     layers: str = opt("*", doc="comma-separated glob patterns of the layer names it "
                                "applies to")
-    kinds: str = opt("linear,conv1d,conv2d,matmul", doc="comma-separated layer kinds it "
-                                                        "applies to")
+    kinds: str = opt("linear,conv1d,conv2d,conv3d,matmul",
+                     doc="comma-separated layer kinds it applies to")
     operands: str = opt("a", choices=("a", "both"), doc="a: the left operand; both: "
                                                          "matmul layers threshold b too")
 

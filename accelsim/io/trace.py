@@ -25,7 +25,7 @@ from accelsim.io.yamlio import read_yaml
 
 FORMAT_NAME = "accelsim-trace"
 FORMAT_VERSION = 1
-KINDS = ("linear", "conv1d", "conv2d", "matmul")
+KINDS = ("linear", "conv1d", "conv2d", "conv3d", "matmul")
 DTYPES = ("int8", "uint8", "int16", "int32", "float16", "float32", "float64")
 QUANT_SCHEMES = ("none", "symmetric", "per_channel")
 #: tensor roles per layer kind: (left operand A, right operand W)
@@ -33,9 +33,10 @@ ROLES = {
     "linear": ("input", "weight"),
     "conv1d": ("input", "weight"),
     "conv2d": ("input", "weight"),
+    "conv3d": ("input", "weight"),
     "matmul": ("a", "b"),
 }
-_SPATIAL = {"conv1d": 1, "conv2d": 2}
+_SPATIAL = {"conv1d": 1, "conv2d": 2, "conv3d": 3}
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -200,6 +201,14 @@ def conv1d(name: str, x: np.ndarray, weight: np.ndarray, *, stride=1, padding=0,
                  quant, meta)
 
 
+def conv3d(name: str, x: np.ndarray, weight: np.ndarray, *, stride=1, padding=0,
+           dilation=1, groups: int = 1, frames: bool = False,
+           quant: Mapping[str, Quant] | None = None, meta: Mapping | None = None) -> Layer:
+    """A 3-D convolution: ``x[N, C, D, H, W]``, ``weight[C_out, C_in/groups, kd, kh, kw]``."""
+    return _conv("conv3d", name, x, weight, stride, padding, dilation, groups, frames,
+                 quant, meta)
+
+
 def matmul(name: str, a: np.ndarray, b: np.ndarray, *, frames: bool = False,
            quant: Mapping[str, Quant] | None = None, meta: Mapping | None = None) -> Layer:
     """An activation x activation product ``a[..., M, K] @ b[..., K, N]``."""
@@ -252,7 +261,7 @@ def validate_layer(layer: Layer, where: str) -> None:
     elif layer.kind in _SPATIAL:
         n = _SPATIAL[layer.kind]
         if a.ndim != 2 + n + f:
-            exp = ("[T, " if f else "[") + "N, C, " + ", ".join("HW"[2 - n:]) + "]"
+            exp = ("[T, " if f else "[") + "N, C, " + ", ".join("DHW"[3 - n:]) + "]"
             raise TraceError(f"{loc}: input: expected {2 + n + f} dims {exp}, got shape "
                              f"{a.shape}")
         if w.ndim != 2 + n:

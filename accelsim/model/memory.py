@@ -110,7 +110,7 @@ def _unique_a_mask(layer: Layer, az: np.ndarray, a_mask: np.ndarray | None) -> n
     """The A operand as DRAM holds it, in fiber layout [F*P, rows, last]: the GEMM's A, or
     for convolutions the input (``a_mask``, same shape as the layer's input) per frame and
     group, rows = every index but the last."""
-    if layer.kind not in ("conv1d", "conv2d"):
+    if layer.kind not in ("conv1d", "conv2d", "conv3d"):
         return az.reshape((-1,) + az.shape[-2:])
     x = (np.asarray(layer.a) != 0) if a_mask is None else a_mask
     if not layer.frames:

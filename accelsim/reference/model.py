@@ -184,7 +184,7 @@ def _gemms_of_frame(layer: Any, a: np.ndarray, w: np.ndarray):
     if layer.kind == "linear":
         a2 = a.reshape(-1, a.shape[-1])
         return [(a2, w.T, a2)]
-    if layer.kind in ("conv1d", "conv2d"):
+    if layer.kind in ("conv1d", "conv2d", "conv3d"):
         gemms = _im2col(a, w, layer.stride, layer.padding, layer.dilation, layer.groups)
         c_g = a.shape[1] // layer.groups
         out = []

@@ -22,8 +22,8 @@ product plus ``qk`` / ``pv`` / ``matmul``) and handle what the dispatcher cannot
 * ``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell``: the same two GEMMs; successive
   calls of one cell within one forward pass are time steps (frames).
 
-Matrix products that cannot be lowered (transposed or 3-d convolutions, fused attention or
-RNN kernels) are listed with their MACs and share of all MACs, and warned about; norms,
+Matrix products that cannot be lowered (transposed convolutions, fused attention or RNN
+kernels) are listed with their MACs and share of all MACs, and warned about; norms,
 activations and elementwise operators are not GEMMs and never warn.
 
 torch is imported only when :func:`trace_torch` runs.
@@ -49,6 +49,7 @@ from accelsim.io.trace import (
     Trace,
     conv1d,
     conv2d,
+    conv3d,
     linear,
     matmul,
     validate_layer,
@@ -57,7 +58,7 @@ from accelsim.io.trace import (
 
 QUANTIZE = ("none", "int8")
 _SUPPORTED_TEXT = ("every mm, addmm, bmm, baddbmm, addbmm, mv, dot, matmul, linear, einsum, "
-                   "1-d/2-d convolution and math-backend attention, plus nn.LSTM/GRU/RNN "
+                   "1-d/2-d/3-d convolution and math-backend attention, plus nn.LSTM/GRU/RNN "
                    "and their cells")
 
 
@@ -544,7 +545,7 @@ class _Recorder:
         group = self._group()
         if prod.conv is not None:
             nsp = prod.b.dim() - 2
-            if nsp not in (1, 2):
+            if nsp not in (1, 2, 3):
                 self._unlowered(frame.name, type(frame.mod).__name__,
                                 f"aten.{op} ({nsp}-d)",
                                 int(prod.a.shape[0]) * _conv_out_elems(prod)
@@ -728,7 +729,7 @@ def _to_layer(name: str, cap: _Capture, frames: bool, quantize: str) -> Layer:
         w, quant["weight"] = quantize_weight(w)
     if cap.kind == "linear":
         return linear(name, a, w, frames=frames, quant=quant, meta=meta)
-    build = conv1d if cap.kind == "conv1d" else conv2d
+    build = {"conv1d": conv1d, "conv2d": conv2d, "conv3d": conv3d}[cap.kind]
     return build(name, a, w, frames=frames, quant=quant, meta=meta, **cap.params)
 
 
