@@ -32,6 +32,7 @@ DRAM_TYPES = ("LPDDR4", "DDR3", "GDDR5", "HBM2")
 FORMAT_KINDS = ("dense", "bitmask", "rle", "csr", "coo")
 MAC_TYPES = ("auto", "int8", "int16", "fp16", "fp32")
 ZERO_POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
+GATE_ON = ("a", "w", "both")
 
 #: the shipped configs (package data: ``accelsim/hwconfigs/*.yaml``, energy tables in
 #: ``energy/``), found through importlib.resources so that any install has them
@@ -179,6 +180,9 @@ class HwConfig:
     dataflow: str = opt(choices=DATAFLOWS, doc="os | ws | is")
     zero_policy: str = opt("none", choices=ZERO_POLICIES,
                            doc="what PEs do with zero operands")
+    gate_on: str = opt("a", choices=GATE_ON,
+                       doc="gate: which operand's zeros gate a pair (a, as in Eyeriss; w; "
+                           "both)")
     clock_ghz: float = opt(1.0, gt=0, le=100, doc="clock frequency")
     precision: PrecisionConfig = opt(PrecisionConfig, doc="operand bit widths")
     memory: MemoryConfig = opt(MemoryConfig, doc="memory hierarchy")

@@ -112,7 +112,8 @@ class MaskSums:
 
 
 def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
-                nm: NMStructure | None, sums: MaskSums | None = None) -> dict[str, np.ndarray]:
+                nm: NMStructure | None, sums: MaskSums | None = None,
+                gate_on: str = "a") -> dict[str, np.ndarray]:
     """Per-frame MAC counts (int64 arrays [F]) for masks A[F, P, M, K], W[Fw, P, K, N]."""
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
@@ -135,8 +136,9 @@ def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
     zero = np.zeros(nf, np.int64)
     if policy == "none":
         performed, gated = slot_pairs, zero
-    elif policy == "gate":
-        performed, gated = pairs_both, slot_pairs - pairs_both
+    elif policy == "gate":  # a pair is gated when its gate_on operand(s) are zero
+        performed = {"a": pairs_a, "w": pairs_w, "both": pairs_both}[gate_on]
+        gated = slot_pairs - performed
     elif policy == "skip_a":
         performed, gated = pairs_a, zero
     elif policy == "skip_w":
@@ -235,7 +237,7 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
     plan = make_plan(hw)
     policy = hw.zero_policy
     sums = MaskSums(az, wz)
-    counts = _mac_counts(az, wz, policy, nm, sums)
+    counts = _mac_counts(az, wz, policy, nm, sums, hw.gate_on)
     slots = fold_slot_max(az, wz, plan, policy, nm, sums)
     p = hw.array.macs_per_pe
     fold_cycles = plan.fill + (slots + (p - 1)) // p

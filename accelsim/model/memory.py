@@ -298,8 +298,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         dps_w = np.where(on, np.where(spill, ps_w1, 0), 0)
         out_w = np.where(on, np.where(kt == ni - 1, _bytes(blk * prec.a_bits)[:, None], 0), 0)
 
-    # --- register files
-    slots = performed + gated
+    # --- register files: a gated pair gates its operand reads (docs/energy.md)
     ab, wb, ob = -(-prec.a_bits // 8), -(-prec.w_bits // 8), -(-prec.out_bits // 8)
 
     counts = {
@@ -311,7 +310,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         "glb_w_read_bytes": int(w_d.sum()), "glb_w_read_meta_bytes": int(w_m.sum()),
         "glb_psum_read_bytes": int(ps_r.sum()), "glb_psum_write_bytes": int(ps_w.sum()),
         "glb_out_write_bytes": int(out_w.sum()),
-        "rf_a_read_bytes": slots * ab, "rf_w_read_bytes": slots * wb,
+        "rf_a_read_bytes": performed * ab, "rf_w_read_bytes": performed * wb,
         "rf_out_read_bytes": performed * ob, "rf_out_write_bytes": performed * ob,
     }
     counts["glb_a_write_bytes"] = counts["dram_a_read_bytes"]

@@ -12,8 +12,9 @@ from accelsim.io.hwconfig import HwConfig
 from accelsim.reference.fields import FIELDS
 
 SKIP, GATE, PERF = "skip", "gate", "perf"
-def _classify(a: Any, w: Any, policy: str) -> str:
-    """What happens to one operand pair under ``policy``."""
+def _classify(a: Any, w: Any, policy: str, gate_on: str = "a") -> str:
+    """What happens to one operand pair under ``policy`` (``gate_on``: which operand's
+    zero gates a pair under ``gate``)."""
     a_zero = a == 0
     w_zero = w == 0
     if policy == "skip_a" and a_zero:
@@ -22,8 +23,13 @@ def _classify(a: Any, w: Any, policy: str) -> str:
         return SKIP
     if policy == "skip_both" and (a_zero or w_zero):
         return SKIP
-    if policy == "gate" and (a_zero or w_zero):
-        return GATE
+    if policy == "gate":
+        if gate_on == "a" and a_zero:
+            return GATE
+        if gate_on == "w" and w_zero:
+            return GATE
+        if gate_on == "both" and (a_zero or w_zero):
+            return GATE
     return PERF
 
 
@@ -131,7 +137,7 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
                         if kept_sets is not None and k not in kept_sets[n]:
                             q.append(SKIP)  # not a kept slot: skipped by the structure
                         else:
-                            q.append(_classify(a_list[m][k], w_list[k][n], policy))
+                            q.append(_classify(a_list[m][k], w_list[k][n], policy, hw.gate_on))
                     queues.append(q)
             counts["folds"] += 1
             fold_cycles[(i, j)] = fill + _step_fold(queues, p, counts)

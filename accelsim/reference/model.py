@@ -98,8 +98,9 @@ def _run(gemms: list[_Gemm], hw: HwConfig) -> dict[str, int]:
     assert total["compute_cycles"] == sum(f["compute"] for f in all_folds)
     prec = hw.precision
     slots = total["macs_performed"] + total["macs_gated"]
-    total["rf_a_read_bytes"] = slots * math.ceil(prec.a_bits / 8)
-    total["rf_w_read_bytes"] = slots * math.ceil(prec.w_bits / 8)
+    # a gated pair gates its MAC and the register-file reads feeding it
+    total["rf_a_read_bytes"] = total["macs_performed"] * math.ceil(prec.a_bits / 8)
+    total["rf_w_read_bytes"] = total["macs_performed"] * math.ceil(prec.w_bits / 8)
     total["rf_out_read_bytes"] = total["macs_performed"] * math.ceil(prec.out_bits / 8)
     total["rf_out_write_bytes"] = total["rf_out_read_bytes"]
     total["rf_a_write_bytes"] = total["glb_a_read_bytes"]
