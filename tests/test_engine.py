@@ -32,11 +32,15 @@ def test_mac_identity_and_dense_closed_form():
         for pol in POLICIES:
             hw = accelsim.load_hwconfig(hw_dict(5, 3, df_, pol, p=2))
             df = accelsim.simulate(trace, hw)
-            assert (df.macs_performed + df.macs_gated + df.macs_skipped == df.macs_dense).all()
+            assert (df.macs_performed + df.macs_gated + df.macs_skipped + df.macs_padding
+                    == df.macs_dense).all()
             assert df.macs_dense.dtype == np.int64 and df.cycles.dtype == np.int64
             if pol in ("none", "gate"):
                 dense = [dense_cycles(dense_hw, r.m, r.k, r.n) * r.gemms for r in df.itertuples()]
-                assert df.cycles.tolist() == dense
+                assert (df.cycles <= dense).all()  # padding pairs take no slot
+                padded = accelsim.simulate(trace, hw, {"skip_padding": False})
+                assert padded.cycles.tolist() == dense
+                assert (padded.macs_padding == 0).all()
             else:
                 base = accelsim.simulate(trace, dense_hw)
                 assert (df.cycles <= base.cycles).all()

@@ -12,7 +12,14 @@ import accelsim
 from accelsim.errors import ConfigError
 from accelsim.io import trace as tr
 from accelsim.io.synthetic import random_tensor, tiny_cnn_trace
-from accelsim.model.energy import ENERGY_DIR, energy_of, load_energy_table, prices, reprice
+from accelsim.model.energy import (
+    COMPONENTS,
+    ENERGY_DIR,
+    energy_of,
+    load_energy_table,
+    prices,
+    reprice,
+)
 from accelsim.model.engine import simulate_layer
 from accelsim.model.memory import TRAFFIC_KEYS
 
@@ -148,9 +155,9 @@ def test_energy_is_linear_in_counts():
     for k in e0:
         assert e01[k] == pytest.approx(e0[k] + e1[k], rel=1e-12)
         assert doubled[k] == pytest.approx(2 * e01[k], rel=1e-12)
-    comp = ["energy_mac_pj", "energy_rf_pj", "energy_glb_pj", "energy_dram_pj",
-            "energy_leakage_pj"]
+    comp = [f"energy_{c}_pj" for c in COMPONENTS]
     assert np.allclose(df[comp].sum(axis=1), df.energy_pj)
+    assert (df.energy_skip_pj > 0).all() and (df.energy_hop_pj > 0).all()
 
 
 def test_reprice_same_table_changes_nothing_other_table_changes_energy():

@@ -15,23 +15,26 @@ from accelsim.io.trace import Trace, load_trace
 from accelsim.model.energy import energy_of, load_energy_table, prices
 from accelsim.model.engine import LayerStats, simulate_layer
 from accelsim.model.kvcache import KV_KEYS
-from accelsim.model.memory import STATE_KEYS, TRAFFIC_KEYS
+from accelsim.model.memory import HOP_KEYS, STATE_KEYS, TRAFFIC_KEYS
+from accelsim.model.skipcost import SKIP_KEYS
 
 #: integer count columns (summed in totals)
 COUNT_COLUMNS = [
-    "macs_dense", "macs_performed", "macs_gated", "macs_skipped",
+    "macs_dense", "macs_performed", "macs_gated", "macs_skipped", "macs_padding",
     "folds", "compute_cycles", "stall_cycles", "cycles", *TRAFFIC_KEYS, *STATE_KEYS,
+    *SKIP_KEYS, *HOP_KEYS,
     "nm_mux_ops", "delta_gemms_skipped", *KV_KEYS,
 ]
 #: columns shown by the CLI by default
 BRIEF_COLUMNS = [
     "layer", "kind", "m", "k", "n", "frames", "macs_dense", "macs_performed",
-    "macs_gated", "macs_skipped", "compute_cycles", "stall_cycles", "cycles", "util",
-    "density_a", "density_w", "dram_bytes", "glb_bytes", "energy_pj",
+    "macs_gated", "macs_skipped", "macs_padding", "compute_cycles", "stall_cycles",
+    "cycles", "util", "density_a", "density_w", "dram_bytes", "glb_bytes", "energy_pj",
 ]
 #: extra column groups the CLI can show with --columns
-ENERGY_COLUMNS = ["energy_mac_pj", "energy_mux_pj", "energy_rf_pj", "energy_glb_pj",
-                  "energy_dram_pj", "energy_state_pj", "energy_leakage_pj", "energy_pj"]
+ENERGY_COLUMNS = ["energy_mac_pj", "energy_skip_pj", "energy_mux_pj", "energy_rf_pj",
+                  "energy_hop_pj", "energy_glb_pj", "energy_dram_pj", "energy_state_pj",
+                  "energy_leakage_pj", "energy_pj"]
 #: extra brief columns when delta processing is on
 DELTA_COLUMNS = ["delta_density_a", "delta_gemms_skipped", "state_bytes"]
 
@@ -47,6 +50,7 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
         "folds": g.folds,
         "macs_dense": g.macs_dense, "macs_performed": g.macs_performed,
         "macs_gated": g.macs_gated, "macs_skipped": g.macs_skipped,
+        "macs_padding": g.macs_padding,
         "compute_cycles": g.compute_cycles, "stall_cycles": stats.stall_cycles,
         "cycles": cycles,
         "util": (g.macs_performed + g.macs_gated) / (cycles * pes) if cycles else 0.0,
@@ -57,6 +61,7 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
         "latency_s": cycles / (hw.clock_ghz * 1e9),
     }
     row.update(stats.mem.counts)
+    row.update(stats.gemm.skip_counts or {})
     row["nm_mux_ops"] = stats.nm_mux_ops
     row["delta_gemms_skipped"] = int((~stats.gemm.active).sum())
     row["delta_density_a"] = (stats.delta_nnz / stats.delta_size if stats.delta_size

@@ -183,6 +183,8 @@ class HwConfig:
     gate_on: str = opt("a", choices=GATE_ON,
                        doc="gate: which operand's zeros gate a pair (a, as in Eyeriss; w; "
                            "both)")
+    skip_padding: bool = opt(True, doc="padding pairs are never issued (known at compile "
+                                       "time); false: they are zero operands")
     clock_ghz: float = opt(1.0, gt=0, le=100, doc="clock frequency")
     precision: PrecisionConfig = opt(PrecisionConfig, doc="operand bit widths")
     memory: MemoryConfig = opt(MemoryConfig, doc="memory hierarchy")

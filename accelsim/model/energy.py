@@ -22,7 +22,7 @@ from accelsim.io.yamlio import read_yaml
 
 ENERGY_DIR = HWCONFIG_DIR / "energy"
 MAC_TYPES = ("int8", "int16", "fp16", "fp32")
-COMPONENTS = ("mac", "mux", "rf", "glb", "dram", "state", "leakage")
+COMPONENTS = ("mac", "skip", "mux", "rf", "hop", "glb", "dram", "state", "leakage")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class EnergyTable:
     leak_pe_mw: float
     leak_sram_mw_per_kib: float
     nm_mux_pj: float = 0.0
+    decode_pj: float = 0.0
+    pe_hop_pj_per_byte: float = 0.0
 
     def sram_pj_per_byte(self, kib: float) -> float:
         """Read energy per byte of an SRAM of ``kib`` KiB (log2-linear interpolation)."""
@@ -119,8 +121,8 @@ def _load_file(path: Path, mtime_ns: int) -> EnergyTable:
 
 
 def _parse_table(raw: Any, where: str) -> EnergyTable:
-    _check_keys(raw, {"name", "mac", "rf", "sram", "dram_pj_per_bit", "leakage", "nm_mux_pj"},
-                where, "")
+    _check_keys(raw, {"name", "mac", "rf", "sram", "dram_pj_per_bit", "leakage", "nm_mux_pj",
+                      "decode_pj", "pe_hop_pj_per_byte"}, where, "")
     mac = raw.get("mac")
     _check_keys(mac, set(MAC_TYPES), where, "mac.")
     prices = {}
@@ -147,6 +149,8 @@ def _parse_table(raw: Any, where: str) -> EnergyTable:
         leak_pe_mw=_num(leak, "pe_mw", where, "leakage."),
         leak_sram_mw_per_kib=_num(leak, "sram_mw_per_kib", where, "leakage."),
         nm_mux_pj=_num(raw, "nm_mux_pj", where, ""),
+        decode_pj=_num(raw, "decode_pj", where, ""),
+        pe_hop_pj_per_byte=_num(raw, "pe_hop_pj_per_byte", where, ""),
     )
 
 
@@ -179,6 +183,8 @@ def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
     e = table.sram_pj_per_byte(hw.delta.state_kib)
     p["state_sram_read"], p["state_sram_write"] = e, e * wf
     p["nm_mux"] = table.nm_mux_pj
+    p["decode"] = table.decode_pj
+    p["pe_hop"] = table.pe_hop_pj_per_byte
     pes = hw.array.rows * hw.array.cols
     leak_mw = pes * table.leak_pe_mw + (glb.a_kib + glb.w_kib + glb.out_kib) * \
         table.leak_sram_mw_per_kib
@@ -190,10 +196,16 @@ def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, fl
     """Energy per component and in total (pJ) from a mapping of counts."""
     c = counts
     e = {}
-    e["mac"] = (c["macs_performed"] * p["mac_performed"] + c["macs_gated"] * p["mac_gated"]
-                + c["macs_skipped"] * p["mac_skipped"])
+    e["mac"] = c["macs_performed"] * p["mac_performed"] + c["macs_gated"] * p["mac_gated"]
+    # skipping, per design (docs/energy.md): a skipped pair costs only where the design
+    # scans it; enumerating designs pay per decoded element; both read metadata bits
+    e["skip"] = (c.get("skip_scan_ops", 0) * p["mac_skipped"]
+                 + c.get("skip_decode_ops", 0) * p["decode"]
+                 + c.get("rf_a_meta_read_bits", 0) * p["rf_a"] / 8
+                 + c.get("rf_w_meta_read_bits", 0) * p["rf_w"] / 8)
     e["rf"] = sum((c[f"rf_{op}_read_bytes"] + c[f"rf_{op}_write_bytes"]) * p[f"rf_{op}"]
                   for op in ("a", "w", "out"))
+    e["hop"] = sum(c.get(f"pe_hop_{op}_bytes", 0) for op in ("a", "w", "psum")) * p["pe_hop"]
     glb = 0.0
     for op in ("a", "w"):
         glb += (c[f"glb_{op}_read_bytes"] + c[f"glb_{op}_read_meta_bytes"]) * p[f"glb_{op}_read"]

@@ -28,6 +28,7 @@ from accelsim.io.hwconfig import HwConfig
 from accelsim.io.trace import Layer
 from accelsim.model.dataflow import Plan, make_plan
 from accelsim.model.memory import MemoryResult, simulate_memory
+from accelsim.model.skipcost import SKIP_KEYS, gemm_skip_costs
 from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from accelsim.model.workload import GemmShape, gemm_shape, lower_a, lower_wt
 
@@ -81,11 +82,15 @@ class GemmResult:
     frame_cycles: np.ndarray
     #: [F, P] False for GEMMs skipped whole (delta frames without changes)
     active: np.ndarray
+    #: pairs on im2col padding positions that the design never issues (skip_padding)
+    macs_padding: int = 0
+    #: what skipping costs (accelsim.model.skipcost.SKIP_KEYS)
+    skip_counts: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in
-                ("macs_dense", "macs_performed", "macs_gated", "macs_skipped", "folds",
-                 "compute_cycles")}
+                ("macs_dense", "macs_performed", "macs_gated", "macs_skipped",
+                 "macs_padding", "folds", "compute_cycles")}
 
 
 class MaskSums:
@@ -111,9 +116,38 @@ class MaskSums:
         return self.wz.sum(axis=-2, dtype=np.int64)
 
 
+def _pair_classes(az: np.ndarray, wz: np.ndarray, nm: NMStructure | None,
+                  sums: MaskSums, cr: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Pairs of every GEMM by what their operands are, int64 arrays [F, P]:
+    ``present`` (pairs a PE walks: not padding when padding is skipped, N:M kept slots),
+    ``a`` (present, a != 0), ``w`` (present, w != 0), ``both`` and ``padding`` (pairs on
+    im2col padding positions when the design skips them). ``cr`` [1, P, K]: real (non-
+    padding) positions per column of A, or None when nothing is skipped as padding."""
+    nf, npf, m, k = az.shape
+    n = wz.shape[-1]
+    ca = sums.ca
+    rw = np.broadcast_to(sums.rw, ca.shape)
+    rk = (np.full(ca.shape, n, np.int64) if nm is None
+          else np.broadcast_to(nm.kept.sum(axis=-1, dtype=np.int64), ca.shape))
+    both = (ca * rw).sum(axis=-1)
+    pa = (ca * rk).sum(axis=-1)
+    if cr is None:
+        present = (m * rk).sum(axis=-1)
+        pw = m * rw.sum(axis=-1)
+        padding = np.zeros((nf, npf), np.int64)
+    else:
+        crb = np.broadcast_to(cr, ca.shape)
+        present = (crb * rk).sum(axis=-1)
+        pw = (crb * rw).sum(axis=-1)
+        padding = np.broadcast_to((m * k - cr.sum(axis=-1)) * n, (nf, npf))
+    return {"present": np.asarray(present, np.int64), "a": pa, "w": np.asarray(pw, np.int64),
+            "both": both, "padding": np.asarray(padding, np.int64)}
+
+
 def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
                 nm: NMStructure | None, sums: MaskSums | None = None,
-                gate_on: str = "a") -> dict[str, np.ndarray]:
+                gate_on: str = "a", cr: np.ndarray | None = None,
+                classes: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per-frame MAC counts (int64 arrays [F]) for masks A[F, P, M, K], W[Fw, P, K, N]."""
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
@@ -121,33 +155,24 @@ def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
     if dense >= INT64_LIMIT:
         raise SimulationError(f"GEMM batch of {dense} MACs overflows 64-bit counters")
     sums = sums or MaskSums(az, wz)
-    ca = sums.ca
-    rw = np.broadcast_to(sums.rw, ca.shape)
+    pc = classes if classes is not None else _pair_classes(az, wz, nm, sums, cr)
+    pc = {key: v.sum(axis=1) for key, v in pc.items()}
     dense_f = np.full(nf, npf * m * k * n, np.int64)
-    pairs_both = (ca * rw).sum(axis=(1, 2))
-    if nm is None:
-        slot_pairs = dense_f
-        pairs_a = ca.sum(axis=(1, 2)) * n
-    else:
-        slot_pairs = np.full(nf, npf * m * nm.k_kept * n, np.int64)
-        rk = np.broadcast_to(nm.kept.sum(axis=-1, dtype=np.int64), ca.shape)
-        pairs_a = (ca * rk).sum(axis=(1, 2))
-    pairs_w = np.broadcast_to(rw.sum(axis=(1, 2)) * m, (nf,))
     zero = np.zeros(nf, np.int64)
     if policy == "none":
-        performed, gated = slot_pairs, zero
+        performed, gated = pc["present"], zero
     elif policy == "gate":  # a pair is gated when its gate_on operand(s) are zero
-        performed = {"a": pairs_a, "w": pairs_w, "both": pairs_both}[gate_on]
-        gated = slot_pairs - performed
+        performed = pc[{"a": "a", "w": "w", "both": "both"}[gate_on]]
+        gated = pc["present"] - performed
     elif policy == "skip_a":
-        performed, gated = pairs_a, zero
+        performed, gated = pc["a"], zero
     elif policy == "skip_w":
-        performed, gated = pairs_w, zero
+        performed, gated = pc["w"], zero
     else:
-        performed, gated = pairs_both, zero
+        performed, gated = pc["both"], zero
     return {"dense": dense_f, "performed": np.asarray(performed, np.int64),
-            "gated": np.asarray(gated, np.int64),
-            "skipped": dense_f - performed - gated}
+            "gated": np.asarray(gated, np.int64), "padding": pc["padding"],
+            "skipped": dense_f - performed - gated - pc["padding"]}
 
 
 def fold_slot_max(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
@@ -228,23 +253,41 @@ def _fold_slot_max_nm(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
     return np.broadcast_to(bm, (nf, npf, nr, nc)).astype(np.int64)
 
 
+def _slot_operands(az: np.ndarray, wz: np.ndarray, rz: np.ndarray | None, policy: str,
+                   sums: MaskSums) -> tuple[np.ndarray, str, MaskSums]:
+    """(A mask, policy, sums) whose slot counts are those of ``policy`` when padding pairs
+    (``rz`` False: not a real input element) take no slot: under none/gate a pair needs a
+    slot iff it is real, which is skip_a on the real mask; under skip_w iff it is real and
+    w != 0, which is skip_both on it. skip_a/skip_both already drop padding (a = 0)."""
+    if rz is None or policy in ("skip_a", "skip_both"):
+        return az, policy, sums
+    return rz, ("skip_both" if policy == "skip_w" else "skip_a"), MaskSums(rz, wz)
+
+
 def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
                    nm: NMStructure | None = None,
-                   active: np.ndarray | None = None) -> GemmResult:
-    """Simulate ``A[F, P, M, K] @ W[Fw, P, K, N]`` given boolean nonzero masks."""
+                   active: np.ndarray | None = None,
+                   rz: np.ndarray | None = None) -> GemmResult:
+    """Simulate ``A[F, P, M, K] @ W[Fw, P, K, N]`` given boolean nonzero masks; ``rz``
+    [1, P, M, K] marks A's real (non-padding) positions when padding pairs are skipped."""
     if az.ndim != 4 or wz.ndim != 4:
         raise ValueError("expected A[F, P, M, K] and W[Fw, P, K, N] masks")
     plan = make_plan(hw)
     policy = hw.zero_policy
     sums = MaskSums(az, wz)
-    counts = _mac_counts(az, wz, policy, nm, sums, hw.gate_on)
-    slots = fold_slot_max(az, wz, plan, policy, nm, sums)
+    cr = None if rz is None else rz.sum(axis=-2, dtype=np.int64)
+    classes = _pair_classes(az, wz, nm, sums, cr)
+    counts = _mac_counts(az, wz, policy, nm, sums, hw.gate_on, classes=classes)
+    s_az, s_policy, s_sums = _slot_operands(az, wz, rz, policy, sums)
+    slots = fold_slot_max(s_az, wz, plan, s_policy, nm, s_sums)
+    slots = np.broadcast_to(slots, az.shape[:2] + slots.shape[2:])
     p = hw.array.macs_per_pe
     fold_cycles = plan.fill + (slots + (p - 1)) // p
     if active is None:
         active = np.ones(az.shape[:2], bool)
     fold_cycles = np.where(active[:, :, None, None], fold_cycles, 0)
     folds = int(active.sum()) * slots.shape[2] * slots.shape[3]
+    skip_counts = gemm_skip_costs(classes, active, hw, nm is not None)
     frame_cycles = fold_cycles.sum(axis=(1, 2, 3))
     return GemmResult(
         macs_dense=int(counts["dense"].sum()), macs_performed=int(counts["performed"].sum()),
@@ -252,6 +295,7 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
         folds=folds, compute_cycles=int(frame_cycles.sum()), fold_slots=slots,
         fold_cycles=fold_cycles, frame_performed=counts["performed"],
         frame_cycles=frame_cycles, active=active,
+        macs_padding=int(counts["padding"].sum()), skip_counts=skip_counts,
     )
 
 
@@ -295,7 +339,8 @@ class LayerStats:
         return self.mem.cycles
 
     def as_dict(self) -> dict[str, int]:
-        return (self.gemm.as_dict() | self.mem.counts
+        return (self.gemm.as_dict() | (self.gemm.skip_counts or dict.fromkeys(SKIP_KEYS, 0))
+                | self.mem.counts
                 | {"stall_cycles": self.stall_cycles, "cycles": self.cycles,
                    "nm_mux_ops": self.nm_mux_ops})
 
@@ -305,6 +350,16 @@ def layer_masks(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
     az = lower_a(layer, np.asarray(layer.a) != 0)
     wz = np.swapaxes(lower_wt(layer, np.asarray(layer.w) != 0), -1, -2)
     return az, wz
+
+
+def real_mask(layer: Layer) -> np.ndarray | None:
+    """[1, P, M, K] bool: the im2col positions of A that hold a real input element (False:
+    zero padding), or None for a layer without padding."""
+    if layer.kind not in ("conv1d", "conv2d") or not any(layer.padding):
+        return None
+    shape = np.shape(layer.a)[1:] if layer.frames else np.shape(layer.a)
+    ones = np.ones(((1,) if layer.frames else ()) + tuple(shape), bool)
+    return lower_a(layer, ones)[:1]
 
 
 def delta_applies(layer: Layer, hw: HwConfig) -> bool:
@@ -331,6 +386,7 @@ def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
         a_mask = a != 0
     az = lower_a(layer, a_mask)
     wz = np.swapaxes(lower_wt(layer, w != 0), -1, -2)  # [Fw, P, K, N], a view
+    rz = real_mask(layer) if hw.skip_padding else None
     nm = None
     if nm_applies(layer, hw):
         check_nm(layer, wz, hw.structured.n, hw.structured.m)
@@ -338,7 +394,7 @@ def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
     active = np.ones(az.shape[:2], bool)
     if changed is not None and hw.zero_policy in ("skip_a", "skip_both"):
         active[1:] = az[1:].any(axis=(-1, -2))
-    res = simulate_masks(az, wz, hw, nm=nm, active=active)
+    res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz)
     mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
                           res.macs_performed, res.macs_gated, a_mask=a_mask, nm=nm,
                           active=active, changed=changed)

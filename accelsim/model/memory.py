@@ -123,6 +123,32 @@ def _unique_a_mask(layer: Layer, az: np.ndarray, a_mask: np.ndarray | None) -> n
     return np.ascontiguousarray(x).reshape(nf * g, -1, sp[-1])
 
 
+#: operand bytes forwarded from PE to PE inside the array (docs/energy.md)
+HOP_KEYS = ("pe_hop_a_bytes", "pe_hop_w_bytes", "pe_hop_psum_bytes")
+
+
+def _hops(df: str, grid, on, a_b, w_b, m: int, n: int, k_rows: int, r: int, c: int,
+          out_bytes: int) -> dict[str, int]:
+    """Bytes moved PE to PE: each fold's A and W tiles travel the PEs of the row or column
+    that shares them (one hop per PE after the first); in ws and is each partial sum
+    moves down the fold's active rows every time step."""
+    if df == "os":  # outer M tiles (rows), inner N tiles (cols); A along rows, W down cols
+        rows, cols = _extents(m, r)[:, None], _extents(n, c)[None, :]
+        a_len, w_len, psum = cols, rows, None
+    elif df == "ws":  # outer N tiles (cols), inner K tiles (rows)
+        cols, rows = _extents(n, c)[:, None], _extents(k_rows, r)[None, :]
+        a_len, w_len, psum = cols, rows, m * cols * (rows - 1)
+    else:  # is: outer M tiles (cols), inner K tiles (rows); A preloaded down columns
+        cols, rows = _extents(m, c)[:, None], _extents(k_rows, r)[None, :]
+        a_len, w_len, psum = rows, cols, n * cols * (rows - 1)
+    out = {"pe_hop_a_bytes": int((a_b * (a_len - 1)).sum()),
+           "pe_hop_w_bytes": int((w_b * (w_len - 1)).sum()), "pe_hop_psum_bytes": 0}
+    if psum is not None:
+        out["pe_hop_psum_bytes"] = int(np.where(on, np.broadcast_to(psum, grid), 0).sum()
+                                       ) * out_bytes
+    return out
+
+
 #: delta state columns (docs/delta-and-nm.md)
 STATE_KEYS = ("state_ref_read_bytes", "state_ref_write_bytes", "state_acc_read_bytes",
               "state_acc_write_bytes", "state_in_dram", "state_cycles")
@@ -320,6 +346,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     counts["rf_a_write_bytes"] = counts["glb_a_read_bytes"]
     counts["rf_w_write_bytes"] = counts["glb_w_read_bytes"]
     counts = {key: counts[key] for key in TRAFFIC_KEYS}
+    counts.update(_hops(df, grid, on, a_d + a_m, w_d + w_m, m, n, kk, r, c, ob))
     state = _delta_state(layer, hw, npf, m, n, active, changed)
     counts.update(state)
     if max(counts.values()) >= 2**62:

@@ -7,6 +7,7 @@ FIELDS = (
     "macs_performed",
     "macs_gated",
     "macs_skipped",
+    "macs_padding",
     "folds",
     "compute_cycles",
 )
@@ -55,6 +56,18 @@ STATE_FIELDS = (
 #: the delta and N:M fields (0 where the feature does not apply)
 DELTA_NM_FIELDS = STATE_FIELDS + ("nm_mux_ops",)
 
+#: the cost of skipping (scan / decode operations, per-PE metadata reads) and operand
+#: bytes forwarded from PE to PE (docs/energy.md)
+SKIP_HOP_FIELDS = (
+    "skip_scan_ops",
+    "skip_decode_ops",
+    "rf_a_meta_read_bits",
+    "rf_w_meta_read_bits",
+    "pe_hop_a_bytes",
+    "pe_hop_w_bytes",
+    "pe_hop_psum_bytes",
+)
+
 #: the integer fields every result carries
 ALL_FIELDS = (FIELDS + tuple(k for k in MEMORY_FIELDS if k not in FIELDS)
-              + DELTA_NM_FIELDS)
+              + DELTA_NM_FIELDS + SKIP_HOP_FIELDS)

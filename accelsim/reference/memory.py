@@ -162,6 +162,24 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
         tot["glb_w_read_bytes"] += wd
         tot["glb_w_read_meta_bytes"] += wm
         folds[f]["glb_rd"] += ad + am + wd + wm
+        # PE to PE: a tile travels the PEs that share it, one hop after the first PE
+        if flow == "os":  # A rows along the fold's columns, W columns down its rows
+            rows_on, cols_on = a_t.shape[0], w_t.shape[1]
+            a_hops, w_hops = cols_on - 1, rows_on - 1
+        elif flow == "ws":  # W tile on the PEs; A along the columns, psums down rows
+            rows_on, cols_on = w_t.shape[0], w_t.shape[1]
+            a_hops, w_hops = cols_on - 1, rows_on - 1
+        else:  # is: A tile preloaded down the columns, W along them, psums down rows
+            rows_on, cols_on = a_t.shape[1], a_t.shape[0]
+            a_hops, w_hops = rows_on - 1, cols_on - 1
+        tot["pe_hop_a_bytes"] += (ad + am) * a_hops
+        tot["pe_hop_w_bytes"] += (wd + wm) * w_hops
+        if flow != "os":
+            steps = m_dim if flow == "ws" else n_dim  # time steps of the fold
+            for _ in range(steps):
+                for _ in range(cols_on):
+                    tot["pe_hop_psum_bytes"] += (rows_on - 1) * math.ceil(
+                        prec.out_bits / 8)
 
     # partial sums (ws, is) and final outputs
     for f, (outer, inner, _, _, _) in enumerate(seq):

@@ -76,6 +76,8 @@ class _Gemm:
     w_mode: str
     nm: _NM | None = None
     active: bool = True
+    #: pad[m][k]: A's im2col position is padding (given when the design skips padding)
+    pad: list[list[bool]] | None = None
 
 
 def _run(gemms: list[_Gemm], hw: HwConfig) -> dict[str, int]:
@@ -87,11 +89,17 @@ def _run(gemms: list[_Gemm], hw: HwConfig) -> dict[str, int]:
     for g in gemms:
         if not g.active:
             dense = g.a.shape[0] * g.a.shape[1] * g.w.shape[1]
+            padding = 0
+            for row in g.pad or []:
+                for is_pad in row:
+                    padding += g.w.shape[1] if is_pad else 0
             total["macs_dense"] += dense
-            total["macs_skipped"] += dense
+            total["macs_padding"] += padding
+            total["macs_skipped"] += dense - padding
             total["delta_gemms_skipped"] += 1
             continue
-        counts, fold_cycles = _compute_gemm(g.a, g.w, hw, g.nm.kept if g.nm else None)
+        counts, fold_cycles = _compute_gemm(g.a, g.w, hw, g.nm.kept if g.nm else None,
+                                            g.pad)
         _add(total, counts)
         all_folds += _memory_gemm(g.a, g.w, g.unique_a, g.w_mode, fold_cycles, hw, total,
                                   g.nm)
@@ -175,6 +183,16 @@ def _im2col(x: np.ndarray, weight: np.ndarray, stride, padding, dilation,
                 cols.append([weight[(g * n_g + n, c, *kpos)] for n in range(n_g)])
         gemms.append((np.array(rows, dtype=x.dtype), np.array(cols, dtype=weight.dtype)))
     return gemms
+
+
+def _padding_of_frame(layer: Any, a: np.ndarray, w: np.ndarray) -> list[Any]:
+    """Per GEMM of one frame, ``pad[m][k]``: True where the im2col view of A holds zero
+    padding rather than an input element (None for layers without padding)."""
+    if layer.kind not in ("conv1d", "conv2d") or not any(layer.padding):
+        return [None] * (layer.groups if layer.kind in ("conv1d", "conv2d") else 1)
+    ones = np.ones(a.shape, dtype=np.int8)
+    gemms = _im2col(ones, w, layer.stride, layer.padding, layer.dilation, layer.groups)
+    return [[[v == 0 for v in row] for row in ga.tolist()] for ga, _ in gemms]
 
 
 def _gemms_of_frame(layer: Any, a: np.ndarray, w: np.ndarray):
@@ -298,6 +316,8 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
             need += data + meta
         layer_resident = need <= hw.memory.glb.w_kib * 1024
     skip_policy = hw.zero_policy in ("skip_a", "skip_both")
+    pads = (_padding_of_frame(layer, frames[0][0], frames[0][1]) if hw.skip_padding
+            else [None] * len(per_frame[0]))
     gemms = []
     active_per_frame = []
     for f, frame_gemms in enumerate(per_frame):
@@ -308,7 +328,8 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
                 mode = "first" if f == 0 else "layer"
             active = not (delta and f >= 1 and skip_policy and _all_zero(ga))
             n_active += active
-            gemms.append(_Gemm(ga, gw, ua, mode, nms[p] if use_nm else None, active))
+            gemms.append(_Gemm(ga, gw, ua, mode, nms[p] if use_nm else None, active,
+                               pads[p] if p < len(pads) else None))
         active_per_frame.append(n_active)
     total = _run(gemms, hw)
     if delta:
