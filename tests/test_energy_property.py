@@ -11,7 +11,7 @@ from strategies import conv_geometry
 
 import accelsim
 from accelsim import load_hwconfig, reference
-from accelsim.io.trace import conv1d, conv2d, linear
+from accelsim.io.trace import conv1d, conv2d, conv3d, linear
 from accelsim.model import engine
 
 DATAFLOWS = ("os", "ws", "is")
@@ -81,7 +81,7 @@ def layer_and_hw(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
     da = draw(st.sampled_from([0.0, 1.0, 0.3, 0.7]), label="density a")
     dw = draw(st.sampled_from([0.0, 1.0, 0.4, 0.8]), label="density w")
-    kind = draw(st.sampled_from(["conv2d", "conv1d", "linear"]), label="kind")
+    kind = draw(st.sampled_from(["conv2d", "conv1d", "conv3d", "linear"]), label="kind")
     frames = draw(st.sampled_from([0, 0, 2]), label="frames")
     lead = (frames,) if frames else ()
     if kind == "linear":
@@ -89,13 +89,13 @@ def layer_and_hw(draw):
         layer = linear("l", x, _operand(rng, (draw(st.integers(1, 6)), x.shape[-1]), dw),
                        frames=bool(frames))
     else:
-        nsp = 2 if kind == "conv2d" else 1
-        kernel, stride, pad, dil, size = draw(conv_geometry(nsp, 3))
+        nsp = {"conv1d": 1, "conv2d": 2, "conv3d": 3}[kind]
+        kernel, stride, pad, dil, size = draw(conv_geometry(nsp, 2 if nsp == 3 else 3))
         groups = draw(st.integers(1, 2))
         c_g, n_g = draw(st.integers(1, 2)), draw(st.integers(1, 2))
         x = _operand(rng, (*lead, 1, groups * c_g, *size), da)
         wt = _operand(rng, (groups * n_g, c_g, *kernel), dw)
-        make = conv2d if nsp == 2 else conv1d
+        make = {1: conv1d, 2: conv2d, 3: conv3d}[nsp]
         layer = make("c", x, wt, stride=stride, padding=pad, dilation=dil, groups=groups,
                      frames=bool(frames))
     fmt = {x: {"kind": draw(st.sampled_from(FORMATS), label=f"format {x}"),

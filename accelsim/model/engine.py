@@ -355,7 +355,7 @@ def layer_masks(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
 def real_mask(layer: Layer) -> np.ndarray | None:
     """[1, P, M, K] bool: the im2col positions of A that hold a real input element (False:
     zero padding), or None for a layer without padding."""
-    if layer.kind not in ("conv1d", "conv2d") or not any(layer.padding):
+    if layer.kind not in ("conv1d", "conv2d", "conv3d") or not any(layer.padding):
         return None
     shape = np.shape(layer.a)[1:] if layer.frames else np.shape(layer.a)
     ones = np.ones(((1,) if layer.frames else ()) + tuple(shape), bool)

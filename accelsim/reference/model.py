@@ -188,8 +188,8 @@ def _im2col(x: np.ndarray, weight: np.ndarray, stride, padding, dilation,
 def _padding_of_frame(layer: Any, a: np.ndarray, w: np.ndarray) -> list[Any]:
     """Per GEMM of one frame, ``pad[m][k]``: True where the im2col view of A holds zero
     padding rather than an input element (None for layers without padding)."""
-    if layer.kind not in ("conv1d", "conv2d") or not any(layer.padding):
-        return [None] * (layer.groups if layer.kind in ("conv1d", "conv2d") else 1)
+    if layer.kind not in ("conv1d", "conv2d", "conv3d") or not any(layer.padding):
+        return [None] * (layer.groups if layer.kind.startswith("conv") else 1)
     ones = np.ones(a.shape, dtype=np.int8)
     gemms = _im2col(ones, w, layer.stride, layer.padding, layer.dilation, layer.groups)
     return [[[v == 0 for v in row] for row in ga.tolist()] for ga, _ in gemms]
