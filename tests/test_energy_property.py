@@ -13,6 +13,7 @@ import accelsim
 from accelsim import load_hwconfig, reference
 from accelsim.io.trace import conv1d, conv2d, conv3d, linear
 from accelsim.model import engine
+from accelsim.model.energy import load_energy_table, prices
 
 DATAFLOWS = ("os", "ws", "is")
 POLICIES = ("none", "gate", "skip_a", "skip_w", "skip_both")
@@ -120,3 +121,63 @@ def test_engine_matches_reference_gate_padding_skip_cost(case):
         assert ref["macs_padding"] == 0
     if hw.zero_policy not in ("skip_a", "skip_w", "skip_both"):
         assert ref["skip_scan_ops"] == ref["skip_decode_ops"] == 0
+
+
+# --------------------------------------------------------------------------- per design
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_cost_of_skipping_depends_on_how_the_design_finds_work(fmt):
+    """At activation density 0.05, a design that enumerates activations (rle, csr, coo)
+    pays per nonzero, never per zero pair; one that scans them pays per skipped pair."""
+    rng = np.random.default_rng(3)
+    a, w = _operand(rng, (32, 64), 0.05), _operand(rng, (64, 16), 1.0)
+    hw = hw_of(4, 4, 1, "ws", "skip_a", formats={"a": {"kind": fmt}})
+    df = accelsim.simulate(accelsim.Trace("t", [linear("l", a, w.T.copy())]), hw)
+    r = df.iloc[0]
+    if fmt in ("rle", "csr", "coo"):
+        assert r.skip_scan_ops == 0
+        assert r.skip_decode_ops == r.macs_performed
+        bits = {"rle": 4, "csr": 8, "coo": 16}[fmt]
+        assert r.rf_a_meta_read_bits == bits * r.macs_performed
+        # the price per performed MAC does not depend on how many zeros were passed over
+        p = prices(hw, load_energy_table(hw.energy))
+        assert r.energy_skip_pj == pytest.approx(
+            r.macs_performed * (p["decode"] + bits * p["rf_a"] / 8))
+    else:
+        assert r.skip_scan_ops == r.macs_skipped and r.skip_decode_ops == 0
+        assert r.rf_a_meta_read_bits == (r.macs_dense if fmt == "bitmask" else 0)
+    assert r.rf_w_meta_read_bits == 0
+
+
+def test_two_enumerated_operands_merge():
+    rng = np.random.default_rng(4)
+    a, w = _operand(rng, (6, 20), 0.3), _operand(rng, (20, 5), 0.4)
+    hw = hw_of(2, 2, 1, "os", "skip_both",
+               formats={"a": {"kind": "csr"}, "w": {"kind": "coo", "index_bits": 5}})
+    got = engine.simulate_gemm(a, w, hw)
+    az, wz = (a != 0).astype(int), (w != 0).astype(int)
+    both = int((az @ wz).sum())
+    pa, pw = int(az.sum()) * w.shape[1], int(wz.sum()) * a.shape[0]
+    assert got["macs_performed"] == both and got["skip_scan_ops"] == 0
+    assert got["skip_decode_ops"] == pa + pw - both  # one merge step per union element
+    assert got["rf_a_meta_read_bits"] == 8 * pa and got["rf_w_meta_read_bits"] == 10 * pw
+
+
+def test_padding_is_not_sparsity():
+    """A 3x3 convolution, padding 1, on a dense 8x8 input: 92 of 576 MACs are padding."""
+    x, wt = np.ones((1, 1, 8, 8), np.int8), np.ones((1, 1, 3, 3), np.int8)
+    layer = conv2d("c", x, wt, padding=1)
+    for policy in POLICIES:
+        on = engine.simulate_layer(layer, hw_of(4, 1, 1, "os", policy)).as_dict()
+        off = engine.simulate_layer(layer, hw_of(4, 1, 1, "os", policy,
+                                                 skip_padding=False)).as_dict()
+        assert on["macs_padding"] == 92 and on["macs_skipped"] == 0
+        assert on["macs_performed"] == 484 and off["macs_padding"] == 0
+        assert on["compute_cycles"] <= off["compute_cycles"]
+        if policy in ("skip_a", "skip_both"):
+            assert off["macs_skipped"] == 92  # the old view: padding as zero activations
+        else:
+            assert off["macs_performed"] + off["macs_gated"] == 576
+    df = accelsim.simulate(accelsim.Trace("t", [layer]), hw_of(4, 1, 1, "os", "skip_a"))
+    assert df.density_a[0] == 1.0  # over the real input elements
