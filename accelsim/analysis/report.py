@@ -90,7 +90,8 @@ def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
 def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              overrides: Mapping[str, Any] | None = None, *,
              functional: bool = False, per_frame: bool = False,
-             thresholds: Mapping[str, Any] | None = None) -> pd.DataFrame:
+             thresholds: Mapping[str, Any] | None = None,
+             max_memory: int | str | None = None) -> pd.DataFrame:
     """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
 
     ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
@@ -106,6 +107,9 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     to calibrate to. Values at or under a layer's threshold count as zeros everywhere,
     and the ``threshold_*`` and ``thr_err_*`` columns give each layer's threshold and
     its output error against the exact GEMM.
+    ``max_memory`` (bytes, or a size like ``"4G"``; default half the physical memory)
+    bounds what one layer may allocate: a layer estimated to need more is refused with
+    a :class:`~accelsim.errors.SimulationError` before anything is allocated.
     """
     from accelsim.model.kvcache import apply_kv, footprints, kv_use
     from accelsim.model.threshold import COLUMNS as THR_COLUMNS
@@ -122,7 +126,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         exact = layer
         if th is not None:
             layer = threshold_layer(layer, th)
-        stats = simulate_layer(layer, hw)
+        stats = simulate_layer(layer, hw, max_memory=max_memory)
         use = kv_use(layer)
         stats.mem.counts = apply_kv(stats.mem.counts, use, hw,
                                     kv_sizes.get(use.step, 0) if use else 0)
@@ -210,14 +214,11 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise ValueError(f"{path}: expected a .csv or .json file name")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    from accelsim.io.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
         if suffix == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_json(tmp, orient="records", indent=1)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -6,6 +6,7 @@ Errors on bad input become one line on stderr and exit code 2, never a traceback
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,13 +41,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.prune:
         trace = _prune(trace, args.prune)
     if args.per_frame:
-        frames = simulate(trace, hw, per_frame=True)
+        frames = simulate(trace, hw, per_frame=True, max_memory=args.max_memory)
         print(f"trace {trace.model} on {hw.name}: per frame")
         print(_fmt_table(frames, list(frames.columns)))
         if args.output:
             _write(frames, args.output)
         return 0
-    df = simulate(trace, hw, functional=args.functional)
+    df = simulate(trace, hw, functional=args.functional, max_memory=args.max_memory)
     full = with_totals(df)
     if args.columns:
         columns = [c.strip() for c in args.columns.split(",") if c.strip()]
@@ -88,7 +89,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items() if v > 0))
     features = _baseline_overrides(hw)
     if features and not args.no_baseline:
-        base = with_totals(simulate(trace, hw.with_overrides(features))).iloc[-1]
+        base = with_totals(simulate(trace, hw.with_overrides(features),
+                                    max_memory=args.max_memory)).iloc[-1]
         name = " and ".join(f for f in ("delta" if "delta.enabled" in features else "",
                                         "N:M" if "structured.n" in features else "") if f)
         print(f"against the same array without {name}: {base['cycles'] / tot['cycles']:.3f}x "
@@ -173,6 +175,15 @@ def _threshold_overrides(spec: str) -> dict:
     if pats:
         out["threshold.layers"] = pats
     return out
+
+
+def _size(text: str) -> int:
+    from accelsim.model.budget import parse_size
+
+    try:
+        return parse_size(text)
+    except AccelsimError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
 
 
 def _baseline_overrides(hw) -> dict:
@@ -285,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "computation (delta_err_* columns)")
     s.add_argument("--per-frame", action="store_true",
                    help="print one row per (layer, frame) instead")
+    s.add_argument("--max-memory", metavar="SIZE", type=_size,
+                   help="refuse a layer whose working set would exceed SIZE (e.g. 4G, "
+                        "512M; default half the physical memory)")
     s.add_argument("--no-baseline", action="store_true",
                    help="with delta or N:M on, skip the comparison run without them")
     s.set_defaults(func=_cmd_simulate)
@@ -309,22 +323,64 @@ def _version() -> str:
     return f"accelsim {__version__}"
 
 
+def _one_line(text: str, limit: int = 500) -> str:
+    """A message as one printable line of bounded length."""
+    text = " ".join(str(text).split())
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"accelsim: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def _internal_error(e: BaseException) -> int:
+    """Last resort: one line, the traceback to a file, exit 3 (a bug, not bad input)."""
+    import tempfile
+    import traceback
+
+    detail = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    where = "(could not write the traceback)"
+    try:
+        fd, where = tempfile.mkstemp(prefix="accelsim-crash-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(detail)
+    except OSError:
+        pass
+    print(f"accelsim: internal error: {type(e).__name__}: {_one_line(str(e), 200)}; "
+          f"details in {where}", file=sys.stderr)
+    return 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    warnings.showwarning = _show_warning
+    for stream in (sys.stdout, sys.stderr):  # lone surrogates in names must not crash
+        reconf = getattr(stream, "reconfigure", None)
+        if reconf is not None:
+            reconf(errors="backslashreplace")
     try:
         return int(args.func(args) or 0)
     except AccelsimError as e:
-        print(f"accelsim: error: {e}", file=sys.stderr)
+        print(f"accelsim: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("accelsim: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        print("accelsim: error: out of memory (lower --max-memory or the layer sizes)",
+              file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - last resort, see _internal_error
+        return _internal_error(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,46 @@ def _positive(text: str) -> int:
     return n
 
 
+#: accepted --dpi values (FreeType fails below, memory runs out far above)
+DPI_RANGE = (20, 1200)
+#: image formats plot writes, by file name suffix
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
+def _dpi(text: str) -> int:
+    lo, hi = DPI_RANGE
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer {lo} to {hi}, got "
+                                         f"{text[:40]!r}") from None
+    if not lo <= n <= hi:
+        raise argparse.ArgumentTypeError(f"expected an integer {lo} to {hi}, got {n}")
+    return n
+
+
+def _check_output(path_text: str) -> None:
+    """Refuse an image path that cannot be written before any work is done."""
+    import os
+
+    from accelsim.io.paths import check_path, is_dir
+
+    p = check_path(path_text, AccelsimError, what="output file", label=f"-o {path_text[:80]}")
+    fmt = p.suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        raise AccelsimError(f"-o {path_text[:80]}: expected a file name ending in "
+                            f"{', '.join('.' + f for f in PLOT_FORMATS)}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not is_dir(parent):
+        raise AccelsimError(f"-o {path_text[:80]}: directory {str(parent)[:80]} does not "
+                            f"exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AccelsimError(f"-o {path_text[:80]}: directory {str(parent)[:80]} is not "
+                            f"writable")
+    if is_dir(p):
+        raise AccelsimError(f"-o {path_text[:80]}: is a directory")
+
+
 class _Bar:
     """tqdm progress bar with ETA, fed by :class:`accelsim.sweep.SweepEvent`."""
 
@@ -133,6 +173,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from accelsim.analysis import plot
     from accelsim.analysis.sweep import load_results
 
+    _check_output(args.output)
     df = load_results(args.results)
     if df.empty:
         raise AccelsimError(f"{args.results}: no results to plot")
@@ -166,10 +207,17 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         ax.set_xscale("log")
     if args.logy and args.kind != "pareto":
         ax.set_yscale("log")
+    from accelsim.io.atomic import atomic_file
+
+    fmt = Path(args.output).suffix.lower().lstrip(".")
     try:
-        ax.figure.savefig(args.output, dpi=args.dpi)
-    except (OSError, ValueError) as e:
-        raise AccelsimError(f"-o {args.output}: {e}") from None
+        with atomic_file(args.output) as tmp:
+            ax.figure.savefig(tmp, dpi=args.dpi, format=fmt)
+    except OSError as e:
+        raise AccelsimError(f"-o {args.output}: cannot write "
+                            f"({e.strerror or type(e).__name__})") from None
+    except ValueError as e:
+        raise AccelsimError(f"-o {args.output}: {' '.join(str(e).split())[:200]}") from None
     plt.close(ax.figure)
     print(f"wrote {args.output}" + (f" ({note})" if note else ""))
     return 0
@@ -240,5 +288,6 @@ def register(sub: Any) -> None:
                    help="baseline value of --key for --kind density (default: none)")
     p.add_argument("--logx", action="store_true", help="log-scale x axis")
     p.add_argument("--logy", action="store_true", help="log-scale y axis")
-    p.add_argument("--dpi", type=_positive, default=150, help="resolution (default 150)")
+    p.add_argument("--dpi", type=_dpi, default=150,
+                   help=f"resolution, {DPI_RANGE[0]} to {DPI_RANGE[1]} (default 150)")
     p.set_defaults(func=_cmd_plot)

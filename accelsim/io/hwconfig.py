@@ -22,8 +22,6 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from accelsim.errors import ConfigError
 from accelsim.io.yamlio import read_yaml
 
@@ -44,11 +42,24 @@ def shipped_configs() -> list[Path]:
     return sorted(HWCONFIG_DIR.glob("*.yaml"))
 
 
+#: largest magnitude of an integer field without its own ``le`` bound (exact in float64)
+INT_LIMIT = 2**53
+#: largest finite value of a float field without its own ``le`` bound
+FLOAT_LIMIT = 1e15
+#: smallest bandwidth accepted, bytes per cycle (below it stalls stop meaning anything)
+MIN_BANDWIDTH = 1e-3
+#: largest buffer size accepted, KiB (1 TiB)
+MAX_KIB = 2.0**30
+
+
 def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
         le: float | None = None, choices: tuple[str, ...] | None = None,
-        doc: str = "") -> Any:
-    """Declare a config field with its constraints (read by the loader)."""
-    meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "doc": doc}
+        allow_inf: bool = False, doc: str = "") -> Any:
+    """Declare a config field with its constraints (read by the loader). Numbers are
+    always finite (NaN never passes) unless ``allow_inf``; integers and floats without
+    ``le`` are bounded by :data:`INT_LIMIT` / :data:`FLOAT_LIMIT`."""
+    meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "allow_inf": allow_inf,
+            "doc": doc}
     if isinstance(default, type) and dataclasses.is_dataclass(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -73,25 +84,26 @@ class PrecisionConfig:
 @dataclass(frozen=True)
 class DramConfig:
     type: str = opt("LPDDR4", choices=DRAM_TYPES, doc="DRAM technology (prices energy)")
-    bandwidth_bytes_per_cycle: float = opt(math.inf, gt=0, doc="bytes per cycle; .inf = "
-                                                               "unlimited")
+    bandwidth_bytes_per_cycle: float = opt(math.inf, ge=MIN_BANDWIDTH, allow_inf=True,
+                                           doc="bytes per cycle; .inf = unlimited")
 
 
 @dataclass(frozen=True)
 class GlbConfig:
-    a_kib: float = opt(64.0, gt=0, doc="activation partition, KiB")
-    w_kib: float = opt(64.0, gt=0, doc="weight partition, KiB")
-    out_kib: float = opt(64.0, gt=0, doc="output / partial-sum partition, KiB")
-    bandwidth_bytes_per_cycle: float = opt(math.inf, gt=0, doc="GLB <-> array bytes per "
-                                                               "cycle; .inf = unlimited")
+    a_kib: float = opt(64.0, gt=0, le=MAX_KIB, doc="activation partition, KiB")
+    w_kib: float = opt(64.0, gt=0, le=MAX_KIB, doc="weight partition, KiB")
+    out_kib: float = opt(64.0, gt=0, le=MAX_KIB, doc="output / partial-sum partition, KiB")
+    bandwidth_bytes_per_cycle: float = opt(math.inf, ge=MIN_BANDWIDTH, allow_inf=True,
+                                           doc="GLB <-> array bytes per cycle; .inf = "
+                                               "unlimited")
     double_buffer: bool = opt(True, doc="overlap the next fold's transfers with compute")
 
 
 @dataclass(frozen=True)
 class RfConfig:
-    a_bytes: int = opt(16, ge=1, doc="per-PE activation register file, bytes")
-    w_bytes: int = opt(16, ge=1, doc="per-PE weight register file, bytes")
-    out_bytes: int = opt(16, ge=1, doc="per-PE partial-sum register file, bytes")
+    a_bytes: int = opt(16, ge=1, le=2**30, doc="per-PE activation register file, bytes")
+    w_bytes: int = opt(16, ge=1, le=2**30, doc="per-PE weight register file, bytes")
+    out_bytes: int = opt(16, ge=1, le=2**30, doc="per-PE partial-sum register file, bytes")
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,7 @@ class DeltaConfig:
                                           "value units (quantisation steps for int traces)")
     state: str = opt("auto", choices=("auto", "glb", "dram"),
                      doc="where reference activations and accumulators live")
-    state_kib: float = opt(64.0, gt=0, doc="on-chip state buffer size, KiB")
+    state_kib: float = opt(64.0, gt=0, le=MAX_KIB, doc="on-chip state buffer size, KiB")
 
 
 @dataclass(frozen=True)
@@ -250,14 +262,33 @@ def _expect(ftype: Any, meta: Mapping[str, Any]) -> str:
             bound = meta[key]
             if float(bound).is_integer():
                 bound = int(bound)
-            parts.append(f"{sym} {bound}")
-    return " ".join([words, " and ".join(parts)]) if parts else words
+            parts.append(f"{sym} {bound:g}" if isinstance(bound, float) else f"{sym} {bound}")
+    text = " ".join([words, " and ".join(parts)]) if parts else words
+    return text + " or .inf" if ftype is float and meta.get("allow_inf") else text
+
+
+def show_value(value: Any, limit: int = 60) -> str:
+    """A user value for an error message: one line, bounded length, never expanding a
+    huge structure (``repr`` of an alias-expanded document can be gigabytes)."""
+    if isinstance(value, (bool, int, float)) or value is None:
+        text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else \
+            f"an integer of {len(str(abs(value)))} digits" if abs(value) < 10**4000 else \
+            "a huge integer"
+    elif isinstance(value, str):
+        text = repr(value[: limit + 1])
+    elif isinstance(value, (list, tuple, dict)):
+        text = f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value)} items"
+    else:
+        text = f"a {type(value).__name__}"
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
                   key: str) -> Any:
     def bad() -> ConfigError:
-        return ConfigError(f"{where}: {key}: expected {_expect(ftype, meta)}, got {value!r}")
+        return ConfigError(f"{where}: {key}: expected {_expect(ftype, meta)}, got "
+                           f"{show_value(value)}")
 
     if ftype is bool:
         if not isinstance(value, bool):
@@ -266,10 +297,22 @@ def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
     if ftype is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad()
+        if meta.get("le") is None and abs(value) > INT_LIMIT:
+            raise bad()
     elif ftype is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise bad() from None
+        if math.isnan(value):
+            raise bad()
+        if math.isinf(value):
+            if not meta.get("allow_inf") or value < 0:
+                raise bad()
+        elif meta.get("le") is None and abs(value) > FLOAT_LIMIT:
+            raise bad()
     elif ftype is str:
         if not isinstance(value, str):
             raise bad()
@@ -292,7 +335,8 @@ def check_keys(raw: Mapping[str, Any], allowed: Iterable[str], where: str,
     allowed = list(allowed)
     for key in raw:
         if key not in allowed:
-            raise ConfigError(f"{where}: {prefix}{key}: unknown key (expected one of "
+            shown = key if isinstance(key, str) and len(key) <= 60 else show_value(key)
+            raise ConfigError(f"{where}: {prefix}{shown}: unknown key (expected one of "
                               f"{', '.join(allowed)})")
 
 
@@ -300,7 +344,7 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a raw mapping, strictly."""
     label = prefix.rstrip(".") or "top level"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: {label}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{where}: {label}: expected a mapping, got {show_value(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(raw, fields, where, prefix)
@@ -335,7 +379,8 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
 def set_dotted(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
     parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"{where}: {key!r}: expected a dotted key like array.rows")
+        raise ConfigError(f"{where}: {show_value(key)}: expected a dotted key like "
+                          f"array.rows")
     node = raw
     for i, p in enumerate(parts[:-1]):
         nxt = node.get(p)
@@ -351,28 +396,30 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``key=value`` from the CLI; the value is read as YAML (``32``, ``skip_a``,
     ``true``, ``[1, 2]``)."""
+    from accelsim.io.yamlio import parse_yaml
+
+    shown = show_value(text)
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. array.rows=32")
+        raise ConfigError(f"--set {shown}: expected KEY=VALUE, e.g. array.rows=32")
     key, _, val = text.partition("=")
-    try:
-        value = yaml.safe_load(val) if val.strip() else ""
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML") from None
+    value = parse_yaml(val, f"--set {shown}") if val.strip() else ""
     return key.strip(), value
 
 
 def resolve_hwconfig_path(path: str | os.PathLike) -> Path:
     """A path as given, else a shipped config by file name or stem."""
-    p = Path(path)
-    if p.is_file():
+    from accelsim.io.paths import check_path, is_file, show_path
+
+    p = check_path(path, ConfigError, what="hardware config")
+    if is_file(p):
         return p
     if not p.parent.parts:
         for cand in (HWCONFIG_DIR / p.name, HWCONFIG_DIR / f"{p.name}.yaml"):
-            if cand.is_file():
+            if is_file(cand):
                 return cand
     names = ", ".join(c.stem for c in shipped_configs())
-    raise ConfigError(f"{path}: hardware config not found (a path, or a shipped config: "
-                      f"{names})")
+    raise ConfigError(f"{show_path(path, 200)}: hardware config not found (a path, or a "
+                      f"shipped config: {names})")
 
 
 def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,8 @@ import numpy as np
 import yaml
 
 from accelsim.errors import TraceError
+from accelsim.io.hwconfig import show_value
+from accelsim.io.paths import check_path, is_dir, is_file, safe_resolve, show_path
 from accelsim.io.yamlio import read_yaml
 
 FORMAT_NAME = "accelsim-trace"
@@ -37,6 +37,10 @@ ROLES = {
     "matmul": ("a", "b"),
 }
 _SPATIAL = {"conv1d": 1, "conv2d": 2, "conv3d": 3}
+#: largest stride, padding or dilation read from a manifest
+MAX_CONV_PARAM = 2**31
+#: most dimensions of a stored tensor
+MAX_NDIM = 16
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -121,11 +125,11 @@ class Trace:
         seen: set[str] = set()
         for layer in self.layers:
             if layer.name in seen:
-                raise TraceError(f"{self._where()}: duplicate layer name {layer.name!r}")
+                raise TraceError(f"{self._where()}: duplicate layer name {show_value(layer.name)}")
             seen.add(layer.name)
 
     def _where(self) -> str:
-        return str(self.path) if self.path else f"trace {self.model!r}"
+        return str(self.path) if self.path else f"trace {show_value(self.model)}"
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -152,7 +156,7 @@ class Trace:
         :func:`conv1d` or :func:`matmul`; every layer is validated."""
         layers = tuple(layers)
         for layer in layers:
-            validate_layer(layer, where=f"trace {model!r}")
+            validate_layer(layer, where=f"trace {show_value(model)}")
         return cls(model=model, layers=layers, provenance=dict(provenance or {}))
 
 
@@ -226,9 +230,10 @@ def conv_out_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
 def validate_layer(layer: Layer, where: str) -> None:
     """Raise :class:`TraceError` unless ``layer``'s kind, dtypes, shapes and parameters
     are consistent. Checks values for NaN/Inf."""
-    loc = f"{where}: layer {layer.name!r}"
+    loc = f"{where}: layer {show_value(layer.name)}"
     if layer.kind not in KINDS:
-        raise TraceError(f"{loc}: kind: expected one of {', '.join(KINDS)}, got {layer.kind!r}")
+        raise TraceError(f"{loc}: kind: expected one of {', '.join(KINDS)}, got "
+                         f"{show_value(layer.kind)}")
     roles = ROLES[layer.kind]
     if set(layer.tensors) != set(roles):
         raise TraceError(f"{loc}: tensors: expected {list(roles)}, got {sorted(layer.tensors)}")
@@ -298,19 +303,19 @@ def validate_layer(layer: Layer, where: str) -> None:
 def _validate_quant(q: Quant, t: np.ndarray, loc: str) -> None:
     if q.scheme not in QUANT_SCHEMES:
         raise TraceError(f"{loc}: scheme: expected one of {', '.join(QUANT_SCHEMES)}, "
-                         f"got {q.scheme!r}")
+                         f"got {show_value(q.scheme)}")
     if q.scheme == "none":
         return
     if t.dtype.kind not in "iu":
-        raise TraceError(f"{loc}: scheme {q.scheme!r} needs an integer tensor, got "
+        raise TraceError(f"{loc}: scheme {show_value(q.scheme)} needs an integer tensor, got "
                          f"{t.dtype.name}")
     if q.scheme == "symmetric":
         if not isinstance(q.scale, (int, float)) or not q.scale > 0:
-            raise TraceError(f"{loc}: scale: expected a number > 0, got {q.scale!r}")
+            raise TraceError(f"{loc}: scale: expected a number > 0, got {show_value(q.scale)}")
     else:
         if q.axis is None or not -t.ndim <= q.axis < t.ndim:
             raise TraceError(f"{loc}: axis: expected an axis of a {t.ndim}-d tensor, got "
-                             f"{q.axis!r}")
+                             f"{show_value(q.axis)}")
         n = t.shape[q.axis]
         if not isinstance(q.scale, tuple) or len(q.scale) != n or not all(
             s > 0 for s in q.scale
@@ -360,7 +365,8 @@ def _plain(x: Any) -> Any:
 def write_trace(path: str | os.PathLike, layers: Trace | Iterable[Layer], *,
                 model: str | None = None,
                 provenance: Mapping[str, Any] | None = None) -> Path:
-    """Write a trace directory atomically (written beside ``path``, then renamed).
+    """Write a trace directory atomically (:func:`accelsim.io.atomic.atomic_dir`: a crash
+    leaves the old trace or the new one at ``path``, never neither).
 
     ``layers`` is a :class:`Trace` or an iterable of :class:`Layer`. An existing trace
     directory at ``path`` is replaced.
@@ -384,9 +390,9 @@ def write_trace(path: str | os.PathLike, layers: Trace | Iterable[Layer], *,
         "provenance": _plain(dict(provenance or {})),
         "layers": [],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    from accelsim.io.atomic import atomic_dir
+
+    with atomic_dir(path) as tmp:
         for i, layer in enumerate(layer_list):
             entry, files = _layer_entry(layer, i)
             manifest["layers"].append(entry)
@@ -394,18 +400,6 @@ def write_trace(path: str | os.PathLike, layers: Trace | Iterable[Layer], *,
                 np.save(tmp / fname, np.ascontiguousarray(arr), allow_pickle=False)
         with open(tmp / "manifest.yaml", "w") as fh:
             yaml.safe_dump(manifest, fh, sort_keys=False, default_flow_style=None, width=100)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -418,7 +412,7 @@ def _req(d: Mapping, key: str, typ: type | tuple[type, ...], loc: str) -> Any:
     v = d[key]
     if not isinstance(v, typ) or (isinstance(v, bool) and typ is not bool):
         names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise TraceError(f"{loc}.{key}: expected {names}, got {v!r}")
+        raise TraceError(f"{loc}.{key}: expected {names}, got {show_value(v)}")
     return v
 
 
@@ -428,7 +422,10 @@ def _int_list(d: Mapping, key: str, n: int, loc: str, default: int) -> tuple[int
         v = [v] * n
     if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool)
                                           for x in v):
-        raise TraceError(f"{loc}.{key}: expected a list of {n} integers, got {v!r}")
+        raise TraceError(f"{loc}.{key}: expected a list of {n} integers, got {show_value(v)}")
+    if len(v) != n or any(not 0 <= x <= MAX_CONV_PARAM for x in v):
+        raise TraceError(f"{loc}.{key}: expected {n} integers from 0 to {MAX_CONV_PARAM}, "
+                         f"got {show_value(v)}")
     return tuple(v)
 
 
@@ -436,41 +433,92 @@ def _load_quant(d: Any, loc: str) -> Quant:
     if d is None:
         return Quant()
     if not isinstance(d, dict):
-        raise TraceError(f"{loc}: expected a mapping, got {d!r}")
+        raise TraceError(f"{loc}: expected a mapping, got {show_value(d)}")
     unknown = set(d) - {"scheme", "bits", "scale", "axis"}
     if unknown:
-        raise TraceError(f"{loc}: unknown key {sorted(unknown)[0]!r}")
+        raise TraceError(f"{loc}: unknown key {show_value(sorted(map(str, unknown))[0])}")
+    scheme = d.get("scheme", "none")
+    if not isinstance(scheme, str) or scheme not in QUANT_SCHEMES:
+        raise TraceError(f"{loc}.scheme: expected one of {', '.join(QUANT_SCHEMES)}, got "
+                         f"{show_value(scheme)}")
+    bits = d.get("bits")
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int)
+                             or not 1 <= bits <= 64):
+        raise TraceError(f"{loc}.bits: expected an integer from 1 to 64, got "
+                         f"{show_value(bits)}")
+    axis = d.get("axis")
+    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)
+                             or abs(axis) > 64):
+        raise TraceError(f"{loc}.axis: expected an integer axis, got {show_value(axis)}")
+
+    def finite_pos(x: Any) -> bool:
+        return (not isinstance(x, bool) and isinstance(x, (int, float))
+                and 0 < x < math.inf)
+
     scale = d.get("scale")
     if isinstance(scale, list):
-        if not all(isinstance(s, (int, float)) for s in scale):
-            raise TraceError(f"{loc}.scale: expected numbers")
+        if not all(finite_pos(s) for s in scale):
+            raise TraceError(f"{loc}.scale: expected finite numbers > 0")
         scale = tuple(float(s) for s in scale)
-    return Quant(scheme=d.get("scheme", "none"), bits=d.get("bits"), scale=scale,
-                 axis=d.get("axis"))
+    elif scale is not None:
+        if not finite_pos(scale):
+            raise TraceError(f"{loc}.scale: expected a finite number > 0 or a list of them, "
+                             f"got {show_value(scale)}")
+        scale = float(scale)
+    return Quant(scheme=scheme, bits=bits, scale=scale, axis=axis)
+
+
+def _load_npy(fpath: Path, shown: str) -> np.ndarray:
+    """Memory-map one tensor file; every way it can be bad is one TraceError line."""
+    try:
+        size = fpath.stat().st_size
+    except OSError as ex:
+        raise TraceError(f"{shown}: unreadable .npy file ({ex.strerror})") from None
+    if size == 0:
+        raise TraceError(f"{shown}: empty file, not a .npy array")
+    try:
+        arr = np.load(fpath, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, TypeError, OverflowError) as ex:
+        why = " ".join(str(ex).split())[:120]
+        raise TraceError(f"{shown}: not a plain .npy array, or truncated ({why})") from None
+    except OSError as ex:
+        raise TraceError(f"{shown}: unreadable .npy file ({ex.strerror or type(ex).__name__}"
+                         f")") from None
+    if not isinstance(arr, np.ndarray):
+        raise TraceError(f"{shown}: expected one .npy array, got {type(arr).__name__}")
+    if arr.ndim == 0:
+        raise TraceError(f"{shown}: is a 0-d array (a scalar); expected a tensor")
+    if arr.ndim > MAX_NDIM:
+        raise TraceError(f"{shown}: {arr.ndim} dimensions; at most {MAX_NDIM} supported")
+    return arr
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
     """Load and validate a trace directory. Tensors are memory-mapped read-only."""
-    root = Path(path)
+    root = check_path(path, TraceError, what="trace directory")
     mpath = root / "manifest.yaml"
-    if not root.is_dir():
+    if not is_dir(root):
         raise TraceError(f"{root}: not a trace directory (expected a directory holding "
                          f"manifest.yaml)")
-    if not mpath.is_file():
+    if not is_file(mpath):
         raise TraceError(f"{root}: missing manifest.yaml")
+    root_real = safe_resolve(root, TraceError, str(root))
     m = read_yaml(mpath, TraceError, where=str(mpath), allow_empty=True)
     loc = str(mpath)
     if not isinstance(m, dict):
         raise TraceError(f"{loc}: expected a mapping at top level")
     if m.get("format") != FORMAT_NAME:
-        raise TraceError(f"{loc}: format: expected {FORMAT_NAME!r}, got {m.get('format')!r}")
+        raise TraceError(f"{loc}: format: expected {FORMAT_NAME!r}, got "
+                         f"{show_value(m.get('format'))}")
     if m.get("version") != FORMAT_VERSION:
         raise TraceError(f"{loc}: version: expected {FORMAT_VERSION} (the only version this "
-                         f"accelsim reads), got {m.get('version')!r}")
+                         f"accelsim reads), got {show_value(m.get('version'))}")
     unknown = set(m) - {"format", "version", "model", "provenance", "layers"}
     if unknown:
-        raise TraceError(f"{loc}: unknown key {sorted(unknown)[0]!r}")
-    model = str(m.get("model", root.name))
+        raise TraceError(f"{loc}: unknown key {show_value(sorted(map(str, unknown))[0])}")
+    model = m.get("model", root.name)
+    if not isinstance(model, str):
+        raise TraceError(f"{loc}: model: expected a string, got {show_value(model)}")
     prov = m.get("provenance") or {}
     if not isinstance(prov, dict):
         raise TraceError(f"{loc}.provenance: expected a mapping")
@@ -483,20 +531,22 @@ def load_trace(path: str | os.PathLike) -> Trace:
         if not isinstance(e, dict):
             raise TraceError(f"{eloc}: expected a mapping")
         name = _req(e, "name", str, eloc)
-        eloc = f"{loc}: layer {name!r}"
+        eloc = f"{loc}: layer {show_value(name)}"
         kind = _req(e, "kind", str, eloc)
         if kind not in KINDS:
-            raise TraceError(f"{eloc}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+            raise TraceError(f"{eloc}.kind: expected one of {', '.join(KINDS)}, got "
+                             f"{show_value(kind)}")
         allowed = {"name", "kind", "frames", "tensors", "meta"}
         n = _SPATIAL.get(kind, 0)
         if n:
             allowed |= {"stride", "padding", "dilation", "groups"}
         unknown = set(e) - allowed
         if unknown:
-            raise TraceError(f"{eloc}: unknown key {sorted(unknown)[0]!r} for kind {kind}")
+            raise TraceError(f"{eloc}: unknown key {show_value(sorted(map(str, unknown))[0])} "
+                             f"for kind {kind}")
         frames = e.get("frames", False)
         if not isinstance(frames, bool):
-            raise TraceError(f"{eloc}.frames: expected true/false, got {frames!r}")
+            raise TraceError(f"{eloc}.frames: expected true/false, got {show_value(frames)}")
         tdict = _req(e, "tensors", dict, eloc)
         tensors: dict[str, np.ndarray] = {}
         quant: dict[str, Quant] = {}
@@ -508,43 +558,44 @@ def load_trace(path: str | os.PathLike) -> Trace:
             if not isinstance(td, dict):
                 raise TraceError(f"{tloc}: expected a mapping")
             fname = _req(td, "file", str, tloc)
-            fpath = (root / fname).resolve()
-            if root.resolve() not in fpath.parents:
-                raise TraceError(f"{tloc}.file: {fname!r} points outside the trace directory")
-            if not fpath.is_file():
-                raise TraceError(f"{tloc}.file: {fname} not found in {root}")
-            try:
-                arr = np.load(fpath, mmap_mode="r", allow_pickle=False)
-            except ValueError as ex:
-                raise TraceError(f"{root / fname}: not a plain .npy array, or truncated "
-                                 f"({ex})") from None
-            except OSError as ex:
-                raise TraceError(f"{root / fname}: unreadable .npy file ({ex})") from None
+            check_path(fname, TraceError, what="file", label=f"{tloc}.file")
+            fpath = safe_resolve(root / fname, TraceError, f"{tloc}.file")
+            if root_real not in fpath.parents:
+                raise TraceError(f"{tloc}.file: {show_path(fname)} points outside the trace "
+                                 f"directory")
+            if not is_file(fpath):
+                raise TraceError(f"{tloc}.file: {show_path(fname)} not found in {root}")
+            arr = _load_npy(fpath, str(root / fname))
             dt = td.get("dtype")
-            if dt not in DTYPES:
+            if not isinstance(dt, str) or dt not in DTYPES:
                 raise TraceError(f"{tloc}.dtype: expected one of {', '.join(DTYPES)}, "
-                                 f"got {dt!r}")
+                                 f"got {show_value(dt)}")
             if arr.dtype.name != dt:
                 raise TraceError(f"{root / fname}: dtype is {arr.dtype.name}, manifest says "
                                  f"{dt}")
             shape = td.get("shape")
+            if shape is not None and not isinstance(shape, list):
+                raise TraceError(f"{tloc}.shape: expected a list of integers, got "
+                                 f"{show_value(shape)}")
             if shape is not None and list(arr.shape) != list(shape):
                 raise TraceError(f"{root / fname}: shape is {list(arr.shape)}, manifest says "
-                                 f"{shape}")
+                                 f"{show_value(shape)}")
             tensors[role] = arr
             quant[role] = _load_quant(td.get("quant"), f"{tloc}.quant")
         extra = set(tdict) - set(ROLES[kind])
         if extra:
-            raise TraceError(f"{eloc}.tensors: unknown tensor {sorted(extra)[0]!r}")
+            raise TraceError(f"{eloc}.tensors: unknown tensor "
+                             f"{show_value(sorted(map(str, extra))[0])}")
         params: dict[str, Any] = {}
         if n:
             params = dict(stride=_int_list(e, "stride", n, eloc, 1),
                           padding=_int_list(e, "padding", n, eloc, 0),
                           dilation=_int_list(e, "dilation", n, eloc, 1),
                           groups=e.get("groups", 1))
-            if not isinstance(params["groups"], int):
-                raise TraceError(f"{eloc}.groups: expected an integer, got "
-                                 f"{params['groups']!r}")
+            g = params["groups"]
+            if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= 2**31:
+                raise TraceError(f"{eloc}.groups: expected an integer >= 1, got "
+                                 f"{show_value(g)}")
         meta = e.get("meta") or {}
         if not isinstance(meta, dict):
             raise TraceError(f"{eloc}.meta: expected a mapping")

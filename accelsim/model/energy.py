@@ -17,11 +17,23 @@ from typing import Any
 import pandas as pd
 
 from accelsim.errors import ConfigError
-from accelsim.io.hwconfig import DRAM_TYPES, HWCONFIG_DIR, HwConfig, build, check_keys
+from accelsim.io.hwconfig import (
+    DRAM_TYPES,
+    HWCONFIG_DIR,
+    HwConfig,
+    build,
+    check_keys,
+    show_value,
+)
 from accelsim.io.yamlio import read_yaml
 
 ENERGY_DIR = HWCONFIG_DIR / "energy"
 MAC_TYPES = ("int8", "int16", "fp16", "fp32")
+#: largest price accepted in a table (pJ per event / per byte / mW): far above any
+#: real technology, low enough that energy sums stay finite
+MAX_PRICE = 1e9
+#: largest multiplier (e.g. sram.write_factor)
+MAX_FACTOR = 1e3
 COMPONENTS = ("mac", "skip", "mux", "rf", "hop", "glb", "dram", "state", "leakage")
 
 
@@ -66,7 +78,20 @@ def _num(d: Any, key: str, where: str, path: str) -> float:
         raise ConfigError(f"{where}: {path}{key}: missing required key")
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-        raise ConfigError(f"{where}: {path}{key}: expected a number >= 0, got {v!r}")
+        raise ConfigError(f"{where}: {path}{key}: expected a number >= 0, got "
+                          f"{show_value(v)}")
+    if not v <= MAX_PRICE:
+        raise ConfigError(f"{where}: {path}{key}: expected a number <= {MAX_PRICE:g}, got "
+                          f"{show_value(v)}")
+    return float(v)
+
+
+def _factor(d: Mapping, key: str, where: str, path: str) -> float:
+    """A multiplier in (0, MAX_FACTOR]; 1 when absent."""
+    v = d.get(key, 1.0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_FACTOR:
+        raise ConfigError(f"{where}: {path}{key}: expected a number > 0 and <= "
+                          f"{MAX_FACTOR:g}, got {show_value(v)}")
     return float(v)
 
 
@@ -92,16 +117,19 @@ def _points(section: Mapping, unit: str, where: str, path: str) -> list[tuple[fl
 
 
 def resolve_energy_path(name: str | os.PathLike, base: Path | None = None) -> Path:
-    p = Path(name)
+    from accelsim.io.paths import check_path, is_file
+
+    p = check_path(name, ConfigError, what="energy table")
     cands = [p]
     if base is not None:
         cands.append(base / p)
     cands += [ENERGY_DIR / p.name, ENERGY_DIR / f"{p.name}.yaml"]
     for c in cands:
-        if c.is_file():
+        if is_file(c):
             return c
     names = ", ".join(c.stem for c in sorted(ENERGY_DIR.glob("*.yaml")))
-    raise ConfigError(f"energy table {str(name)!r}: not found (a path, or a shipped table: "
+    raise ConfigError(f"energy table {show_value(str(name))}: not found (a path, or a "
+                      f"shipped table: "
                       f"{names})")
 
 
@@ -144,7 +172,7 @@ def _parse_table(raw: Any, where: str) -> EnergyTable:
         name=str(raw.get("name", where)), mac=prices,
         rf_points=tuple(sorted(rf_points)),
         sram_points=tuple(sorted(points)),
-        sram_write_factor=float(sram.get("write_factor", 1.0)),
+        sram_write_factor=_factor(sram, "write_factor", where, "sram."),
         dram_pj_per_bit={k: _num(dram, k, where, "dram_pj_per_bit.") for k in dram},
         leak_pe_mw=_num(leak, "pe_mw", where, "leakage."),
         leak_sram_mw_per_kib=_num(leak, "sram_mw_per_kib", where, "leakage."),

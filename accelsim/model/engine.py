@@ -370,12 +370,18 @@ def nm_applies(layer: Layer, hw: HwConfig) -> bool:
     return bool(hw.structured.n and layer.kind != "matmul")
 
 
-def simulate_layer(layer: Layer, hw: HwConfig) -> LayerStats:
-    """Simulate one traced layer on ``hw``."""
+def simulate_layer(layer: Layer, hw: HwConfig, *,
+                   max_memory: int | str | None = None) -> LayerStats:
+    """Simulate one traced layer on ``hw``. Before anything is allocated the layer's
+    working set is estimated (:mod:`accelsim.model.budget`) and a layer needing more
+    than ``max_memory`` bytes (default: half the physical memory) is refused."""
+    from accelsim.model.budget import check_layer
+
     shape = gemm_shape(layer)
     if shape.macs_dense >= INT64_LIMIT:
         raise SimulationError(f"layer {layer.name!r}: {shape.macs_dense} MACs overflow "
                               f"64-bit counters")
+    check_layer(layer, hw, max_memory)
     a = np.asarray(layer.a)
     w = np.asarray(layer.w)
     changed = None

@@ -20,6 +20,9 @@ from accelsim.io.hwconfig import HwConfig, build, set_dotted
 
 # ====================================================================== expansion
 
+#: most grid points a sample may examine against the constraints before giving up
+MAX_DRAWS = 200_000
+
 @dataclass(frozen=True)
 class Point:
     """One resolved config x one trace."""
@@ -115,7 +118,15 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     idents = [trace_identity(t) for t in spec.traces]
     chosen: list[tuple[tuple[int, ...], dict[str, Any], dict[str, Any]]] = []
     dropped = 0
+    draws = 0
+    sampled = spec.sample is not None
     for idx in _candidate_indices(spec):
+        draws += 1
+        if sampled and draws > MAX_DRAWS:
+            raise ConfigError(
+                f"{spec.where}: constraints: only {len(chosen)} of {limit} sampled points "
+                f"satisfy the constraints after {MAX_DRAWS} draws; relax the constraints "
+                f"or lower sample.n")
         values = {k: spec.grid[k][i] for k, i in zip(keys, idx, strict=True)}
         raw = copy.deepcopy(base_raw)
         for k, v in values.items():

@@ -21,14 +21,23 @@ from typing import Any
 import yaml
 
 from accelsim.errors import ConfigError
-from accelsim.io.hwconfig import HwConfig, _check_scalar, check_keys, load_hwconfig
+from accelsim.io.hwconfig import HwConfig, _check_scalar, check_keys, load_hwconfig, show_value
+from accelsim.io.paths import is_file, safe_resolve, show_path
 from accelsim.io.yamlio import read_yaml
 
 SPEC_KEYS = ("name", "description", "base", "traces", "grid", "fixed", "constraints",
              "sample")
 SAMPLE_METHODS = ("random", "lhs")
-#: largest grid that may run without a ``sample`` section
+#: largest grid that may run without a ``sample`` section; also the most samples
 MAX_UNSAMPLED = 100_000
+#: longest constraint expression, characters
+MAX_EXPR_CHARS = 1000
+#: most syntax nodes in one constraint
+MAX_EXPR_NODES = 200
+#: longest string a constraint may hold or build, characters
+MAX_EXPR_STR = 1000
+#: widest integer a constraint may hold or build, bits (no exponent towers)
+MAX_EXPR_BITS = 128
 
 
 # =========================================================================== spec
@@ -77,7 +86,7 @@ def _field_of(key: str, where: str, label: str) -> tuple[Any, Mapping[str, Any]]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if part not in fields:
             sect = ".".join(parts[:i]) or "top level"
-            raise ConfigError(f"{where}: {label}: unknown config key {part!r} in {sect} "
+            raise ConfigError(f"{where}: {label}: unknown config key {show_value(part)} in {sect} "
                               f"(expected one of {', '.join(fields)})")
         ftype = typing.get_type_hints(cls)[part]
         if typing.get_origin(ftype) is not None and type(None) in typing.get_args(ftype):
@@ -131,16 +140,24 @@ def parse_constraint(text: str, where: str, index: int) -> Constraint:
     """Parse one constraint; only the whitelisted grammar is accepted."""
     label = f"constraints[{index}]"
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"{where}: {label}: expected an expression string, got {text!r}")
+        raise ConfigError(f"{where}: {label}: expected an expression string, got "
+                          f"{show_value(text)}")
+    if len(text) > MAX_EXPR_CHARS:
+        raise ConfigError(f"{where}: {label}: expression longer than {MAX_EXPR_CHARS} "
+                          f"characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise ConfigError(f"{where}: {label}: {text!r}: not a valid expression "
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise ConfigError(f"{where}: {label}: {show_value(text)}: not a valid expression "
                           f"(allowed: {_GRAMMAR})") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_EXPR_NODES:
+        raise ConfigError(f"{where}: {label}: expression has more than {MAX_EXPR_NODES} "
+                          f"terms")
+    text = text.strip()
 
     def check(node: ast.AST) -> None:
         def bad(what: str) -> ConfigError:
-            return ConfigError(f"{where}: {label}: {text!r}: {what} not allowed "
+            return ConfigError(f"{where}: {label}: {show_value(text)}: {what} not allowed "
                                f"(allowed: {_GRAMMAR})")
         if isinstance(node, ast.Expression):
             check(node.body)
@@ -152,8 +169,13 @@ def parse_constraint(text: str, where: str, index: int) -> Constraint:
                 return
             _field_of(name, where, f"{label}: {name}")
         elif isinstance(node, ast.Constant):
-            if not isinstance(node.value, (int, float, str, bool)):
-                raise bad(f"constant {node.value!r}")
+            v = node.value
+            if not isinstance(v, (int, float, str, bool)):
+                raise bad(f"constant of type {type(v).__name__}")
+            if isinstance(v, str) and len(v) > MAX_EXPR_STR:
+                raise bad(f"a string longer than {MAX_EXPR_STR} characters")
+            if isinstance(v, int) and v.bit_length() > MAX_EXPR_BITS:
+                raise bad(f"an integer wider than {MAX_EXPR_BITS} bits")
         elif isinstance(node, ast.BoolOp):
             for v in node.values:
                 check(v)
@@ -211,7 +233,7 @@ def eval_constraint(c: Constraint, raw: Mapping[str, Any], where: str) -> bool:
             return (not v) if isinstance(node.op, ast.Not) else \
                 (-v if isinstance(node.op, ast.USub) else +v)
         if isinstance(node, ast.BinOp):
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+            return _bounded_binop(node.op, ev(node.left), ev(node.right))
         if isinstance(node, ast.Compare):
             left = ev(node.left)
             for op, comp in zip(node.ops, node.comparators, strict=True):
@@ -226,17 +248,48 @@ def eval_constraint(c: Constraint, raw: Mapping[str, Any], where: str) -> bool:
 
     try:
         return bool(ev(c.tree))
-    except (TypeError, ZeroDivisionError, KeyError) as e:
-        raise ConfigError(f"{where}: constraints[{c.index}]: {c.text!r}: cannot evaluate "
-                          f"({type(e).__name__}: {e})") from None
+    except (TypeError, ZeroDivisionError, KeyError, OverflowError, ValueError,
+            _Bound) as e:
+        raise ConfigError(f"{where}: constraints[{c.index}]: {show_value(c.text)}: cannot "
+                          f"evaluate ({type(e).__name__.lstrip('_')}: "
+                          f"{show_value(str(e), 100)[1:-1]})") from None
+
+
+class _Bound(Exception):
+    """A constraint tried to build a value beyond the language's bounds."""
+
+
+def _bounded_binop(op: ast.operator, a: Any, b: Any) -> Any:
+    """Apply a whitelisted operator, refusing huge strings and integers before they are
+    built and string formatting (``%`` on a string)."""
+    if isinstance(a, str) or isinstance(b, str):
+        if isinstance(op, ast.Mod):
+            raise TypeError("% is not defined for strings in constraints")
+        if isinstance(op, ast.Mult):
+            s, n = (a, b) if isinstance(a, str) else (b, a)
+            if isinstance(n, int) and len(s) * max(n, 0) > MAX_EXPR_STR:
+                raise _Bound(f"string longer than {MAX_EXPR_STR} characters")
+        if isinstance(op, ast.Add) and isinstance(a, str) and isinstance(b, str) \
+                and len(a) + len(b) > MAX_EXPR_STR:
+            raise _Bound(f"string longer than {MAX_EXPR_STR} characters")
+    if isinstance(op, ast.Mult) and isinstance(a, int) and isinstance(b, int) \
+            and a.bit_length() + b.bit_length() > MAX_EXPR_BITS + 1:
+        raise _Bound(f"integer wider than {MAX_EXPR_BITS} bits")
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        raise TypeError("arithmetic on lists is not allowed in constraints")
+    out = _BINOPS[type(op)](a, b)
+    if isinstance(out, int) and not isinstance(out, bool) \
+            and out.bit_length() > MAX_EXPR_BITS:
+        raise _Bound(f"integer wider than {MAX_EXPR_BITS} bits")
+    return out
 
 
 # ------------------------------------------------------------------- spec loading
 
 def _resolve_path(text: Any, base_dir: Path, where: str, label: str) -> Path:
-    if not isinstance(text, str) or not text:
-        raise ConfigError(f"{where}: {label}: expected a path string, got {text!r}")
-    p = Path(text).expanduser()
+    from accelsim.io.paths import check_path
+
+    p = check_path(text, ConfigError, what="path", label=f"{where}: {label}")
     return p if p.is_absolute() else (base_dir / p)
 
 
@@ -254,12 +307,14 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
         bdir = Path(base_dir) if base_dir is not None else Path.cwd()
         text = None
     else:
-        path = Path(spec)
+        from accelsim.io.paths import check_path
+
+        path = check_path(spec, ConfigError, what="sweep spec")
         where = path.name
-        if not path.is_file():
-            raise ConfigError(f"{path}: sweep spec not found")
-        text = path.read_text()
+        if not is_file(path):
+            raise ConfigError(f"{show_path(path)}: sweep spec not found")
         raw = read_yaml(path)
+        text = path.read_text(encoding="utf-8", errors="replace")
         bdir = Path(base_dir) if base_dir is not None else path.resolve().parent
         if isinstance(raw, dict):
             raw.setdefault("name", path.stem)
@@ -271,10 +326,10 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
             raise ConfigError(f"{where}: {key}: missing required key")
     name = raw.get("name", "sweep")
     if not isinstance(name, str):
-        raise ConfigError(f"{where}: name: expected a string, got {name!r}")
+        raise ConfigError(f"{where}: name: expected a string, got {show_value(name)}")
     desc = raw.get("description", "")
     if not isinstance(desc, str):
-        raise ConfigError(f"{where}: description: expected a string, got {desc!r}")
+        raise ConfigError(f"{where}: description: expected a string, got {show_value(desc)}")
 
     # fixed overrides: checked one by one, then together with the base
     fixed_raw = raw.get("fixed") or {}
@@ -289,7 +344,7 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
         base_src.setdefault("name", name)
     else:
         cand = _resolve_path(base_val, bdir, where, "base")
-        base_src = cand if cand.is_file() else base_val
+        base_src = cand if is_file(cand) else base_val
     try:
         base = load_hwconfig(base_src, fixed)
     except ConfigError as e:
@@ -309,10 +364,10 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
                               f"fixed")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: {label}: expected a non-empty list of values, got "
-                              f"{values!r}")
+                              f"{show_value(values)}")
         checked = tuple(_check_value(key, v, where, label) for v in values)
         if len(set(checked)) != len(checked):
-            raise ConfigError(f"{where}: {label}: repeated value in {values!r}")
+            raise ConfigError(f"{where}: {label}: repeated value in {show_value(values)}")
         grid[key] = checked
 
     traces_raw = raw["traces"]
@@ -323,10 +378,10 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
     traces = []
     for i, t in enumerate(traces_raw):
         p = _resolve_path(t, bdir, where, f"traces[{i}]")
-        if not (p / "manifest.yaml").is_file():
-            raise ConfigError(f"{where}: traces[{i}]: {t}: not a trace directory (no "
-                              f"manifest.yaml at {p})")
-        traces.append(p.resolve())
+        if not is_file(p / "manifest.yaml"):
+            raise ConfigError(f"{where}: traces[{i}]: {show_path(t)}: not a trace directory "
+                              f"(no manifest.yaml at {show_path(p)})")
+        traces.append(safe_resolve(p, ConfigError, f"{where}: traces[{i}]"))
     if len(set(traces)) != len(traces):
         raise ConfigError(f"{where}: traces: the same trace is listed twice")
 
@@ -346,13 +401,15 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
         method = s.get("method", "random")
         if method not in SAMPLE_METHODS:
             raise ConfigError(f"{where}: sample.method: expected one of "
-                              f"{', '.join(SAMPLE_METHODS)}, got {method!r}")
+                              f"{', '.join(SAMPLE_METHODS)}, got {show_value(method)}")
         n = s.get("n")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"{where}: sample.n: expected an integer >= 1, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_UNSAMPLED:
+            raise ConfigError(f"{where}: sample.n: expected an integer >= 1 and <= "
+                              f"{MAX_UNSAMPLED}, got {show_value(n)}")
         seed = s.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{where}: sample.seed: expected an integer >= 0, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ConfigError(f"{where}: sample.seed: expected an integer >= 0 and < 2**63, "
+                              f"got {show_value(seed)}")
         sample = Sample(method, n, seed)
 
     if text is None:

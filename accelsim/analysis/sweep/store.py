@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from accelsim.errors import AccelsimError
+from accelsim.io.atomic import atomic_file, clean_stale_in, write_text
 
 #: metadata columns at the front of every stored row
 META_COLUMNS = ["point_id", "status", "error", "trace", "scope", "label"]
@@ -19,59 +20,74 @@ META_COLUMNS = ["point_id", "status", "error", "trace", "scope", "label"]
 
 # ====================================================================== the store
 
+class StoreWarning(UserWarning):
+    """A result store held a file that is not a point file of this store."""
+
+
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    write_text(path, text)
 
 
 def _clean_stale(points_dir: Path) -> int:
     """Remove temp files left by a killed sweep (whose writer process is gone)."""
-    n = 0
-    for f in points_dir.glob(".*.tmp"):
-        try:
-            pid = int(f.name.rsplit(".", 2)[-2])
-        except ValueError:
-            continue
-        if pid == os.getpid() or not _pid_alive(pid):
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-                n += 1
-    return n
+    return clean_stale_in(points_dir)
 
 
-def stored_points(results_dir: str | os.PathLike) -> dict[str, str]:
-    """``{point_id: status}`` of the points already in a result store."""
+def _check_point_file(f: Path) -> tuple[Any, str]:
+    """(table, "") for a valid point file, else (None, why)."""
     import pyarrow.parquet as pq
 
+    try:
+        table = pq.read_table(f)
+    except Exception as e:  # noqa: BLE001 - any pyarrow failure means a bad file
+        return None, f"unreadable ({type(e).__name__})"
+    missing = [c for c in ("point_id", "status", "swept") if c not in table.column_names]
+    if missing:
+        return None, f"not a point file (no {missing[0]!r} column)"
+    if table.num_rows == 0:
+        return None, "empty point file"
+    try:
+        ids = set(table.column("point_id").to_pylist())
+    except Exception:  # noqa: BLE001
+        return None, "unreadable point_id column"
+    if ids != {f.stem}:
+        return None, "point_id does not match the file name"
+    return table, ""
+
+
+def quarantine(f: Path, why: str) -> Path:
+    """Move a bad point file to ``points/bad/`` with a one-line :class:`StoreWarning`."""
+    bad = f.parent / "bad"
+    bad.mkdir(exist_ok=True)
+    dest = bad / f.name
+    i = 1
+    while dest.exists():
+        dest = bad / f"{f.stem}.{i}{f.suffix}"
+        i += 1
+    os.replace(f, dest)
+    warnings.warn(f"{f}: {why}; moved to {dest}, its point will be rerun", StoreWarning,
+                  stacklevel=3)
+    return dest
+
+
+def stored_points(results_dir: str | os.PathLike, move_bad: bool = True) -> dict[str, str]:
+    """``{point_id: status}`` of the points already in a result store. A corrupt,
+    foreign or half-written point file is moved to ``points/bad/`` (``move_bad``) with
+    a warning and left out, so its point runs again."""
     points_dir = Path(results_dir) / "points"
     out = {}
-    for f in points_dir.glob("*.parquet"):
-        status = pq.read_table(f, columns=["status"]).column(0)
+    for f in sorted(points_dir.glob("*.parquet")):
+        table, why = _check_point_file(f)
+        if table is None:
+            if move_bad:
+                quarantine(f, why)
+            continue
+        status = table.column("status")
         out[f.stem] = str(status[0]) if len(status) else "failed"
     return out
 
@@ -82,7 +98,7 @@ def _read_table(path: Path) -> Any:
     try:
         return pq.read_table(path)
     except Exception as e:  # noqa: BLE001
-        raise AccelsimError(f"{path}: unreadable result file ({e})") from None
+        raise AccelsimError(f"{path}: unreadable result file ({type(e).__name__})") from None
 
 
 def load_results(results: str | os.PathLike) -> pd.DataFrame:
@@ -113,14 +129,21 @@ def load_results(results: str | os.PathLike) -> pd.DataFrame:
         df = pd.DataFrame(columns=META_COLUMNS)
         df.attrs["swept_keys"] = []
         return df
-    tables = [_read_table(f) for f in files]
-    table = pa.concat_tables(tables, promote_options="permissive")
+    tables = []
+    for f in files:
+        t, why = _check_point_file(f)
+        if t is None:
+            warnings.warn(f"{f}: {why}; skipped (the next sweep moves it to points/bad/)",
+                          StoreWarning, stacklevel=2)
+        else:
+            tables.append(t)
+    table = _concat(tables, files)
     df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     for col in df.columns:
         if isinstance(df[col].dtype, pd.Int64Dtype) and not df[col].isna().any():
             df[col] = df[col].astype(np.int64)
     swept: list[str] = []
-    for s in df["swept"].dropna().unique():
+    for s in df["swept"].dropna().unique() if "swept" in df else ():
         for k in str(s).split(","):
             if k and k not in swept:
                 swept.append(k)
@@ -128,3 +151,25 @@ def load_results(results: str | os.PathLike) -> pd.DataFrame:
         df["edp_pj_s"] = df["energy_pj"] * df["latency_s"]
     df.attrs["swept_keys"] = swept
     return df
+
+
+def _concat(tables: list[Any], files: list[Path]) -> Any:
+    """Concatenate point tables; one whose columns cannot be reconciled with the others
+    is left out with a warning instead of failing the whole store."""
+    import pyarrow as pa
+
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in META_COLUMNS})
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    acc = tables[0]
+    for t in tables[1:]:
+        try:
+            acc = pa.concat_tables([acc, t], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pid = t.column("point_id")[0]
+            warnings.warn(f"point {pid}: columns incompatible with the rest of the store; "
+                          f"skipped", StoreWarning, stacklevel=3)
+    return acc
