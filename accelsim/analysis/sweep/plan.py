@@ -21,7 +21,15 @@ from accelsim.io.hwconfig import HwConfig, build, set_dotted
 # ====================================================================== expansion
 
 #: most grid points a sample may examine against the constraints before giving up
-MAX_DRAWS = 200_000
+MAX_DRAWS = 100_000
+
+
+class _Overlay(dict):
+    """The base config with swept dotted keys laid over it, for constraint lookups."""
+
+    def __init__(self, base: dict[str, Any], values: dict[str, Any]) -> None:
+        super().__init__(base)
+        self.swept = values
 
 @dataclass(frozen=True)
 class Point:
@@ -128,12 +136,14 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                 f"satisfy the constraints after {MAX_DRAWS} draws; relax the constraints "
                 f"or lower sample.n")
         values = {k: spec.grid[k][i] for k, i in zip(keys, idx, strict=True)}
+        if spec.constraints:
+            view = _Overlay(base_raw, values)  # no copy per draw: cheap rejections
+            if not all(eval_constraint(c, view, spec.where) for c in spec.constraints):
+                dropped += 1
+                continue
         raw = copy.deepcopy(base_raw)
         for k, v in values.items():
             set_dotted(raw, k, v, where=spec.where)
-        if not all(eval_constraint(c, raw, spec.where) for c in spec.constraints):
-            dropped += 1
-            continue
         chosen.append((idx, values, raw))
         if limit is not None and spec.sample is not None and spec.sample.method == "random" \
                 and len(chosen) >= limit:

@@ -206,6 +206,9 @@ def parse_constraint(text: str, where: str, index: int) -> Constraint:
 
 
 def _get_dotted(raw: Mapping[str, Any], key: str) -> Any:
+    over = getattr(raw, "swept", None)
+    if isinstance(over, dict) and key in over:  # plan's overlay of swept keys
+        return over[key]
     node: Any = raw
     for part in key.split("."):
         node = node[part]
