@@ -106,7 +106,7 @@ def estimate_layer(layer: Layer, hw: HwConfig) -> Estimate:
     parts["masks"] = 3 * a_size + 3 * w_size
     if hw.delta.enabled and layer.frames:
         parts["delta"] = a_size * (8 + 2)  # float delta operand + changed flags
-    if layer.kind in ("conv1d", "conv2d"):
+    if layer.kind.startswith("conv"):
         spatial = a.shape[f + 2:]
         padded = math.prod(a.shape[:f + 2]) * math.prod(
             x + 2 * p for x, p in zip(spatial, layer.padding, strict=True))
