@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 #: cases per family in the default run (5 families: 250 cases)
 CASES_PER_FAMILY = 50
+#: per-case limit here: generous, since CI machines are shared (run.py uses 20 s)
+TIME_LIMIT_S = 90
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -21,5 +23,5 @@ CASES_PER_FAMILY = 50
           suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1))
 def test_every_case_runs_or_fails_cleanly(family, seed):
-    r = run_case(family, seed)
+    r = run_case(family, seed, TIME_LIMIT_S)
     assert r.outcome in ("ok", "clean error"), f"{family} seed={seed}: {r.outcome}: {r.detail}"
