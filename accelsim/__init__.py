@@ -10,7 +10,7 @@ from accelsim.io.trace import Layer, Trace, load_trace, write_trace
 from accelsim.model.energy import load_energy_table, reprice
 from accelsim.model.sparsity import prune_nm
 from accelsim.model.threshold import resolve_thresholds
-from accelsim.tracing import trace_torch
+from accelsim.tracing import trace_onnx, trace_torch
 
 #: ``accelsim.inspect(trace)``: per-layer shapes, densities and delta densities
 inspect = inspect_trace
@@ -40,6 +40,7 @@ __all__ = [
     "simulate",
     "sweep",
     "totals",
+    "trace_onnx",
     "trace_torch",
     "with_totals",
     "write_trace",

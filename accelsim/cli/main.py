@@ -238,6 +238,28 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace_onnx(args: argparse.Namespace) -> int:
+    import warnings
+
+    from accelsim.model.workload import gemm_shape
+    from accelsim.tracing.onnx import load_inputs_npz, trace_onnx
+
+    inputs = load_inputs_npz(args.inputs, frames=args.frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped products are printed below
+        res = trace_onnx(args.model, inputs, args.out, quantize=args.quantize,
+                         model_name=args.name)
+    macs = sum(gemm_shape(layer).macs_dense for layer in res.trace.layers)
+    kinds: dict[str, int] = {}
+    for layer in res.trace.layers:
+        kinds[layer.kind] = kinds.get(layer.kind, 0) + 1
+    print(f"traced {len(res.trace)} layers ({', '.join(f'{n} {k}' for k, n in kinds.items())}; "
+          f"{macs} MACs) from {args.model} into {res.path}")
+    for s in res.skipped:
+        print(f"not traced: {s.name} ({s.op_type}): {s.reason}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="accelsim",
@@ -312,6 +334,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("trace", help="trace directory (holding manifest.yaml)")
     i.add_argument("-o", "--output", metavar="FILE", help="also write the table (.csv/.json)")
     i.set_defaults(func=_cmd_inspect)
+    o = sub.add_parser(
+        "trace-onnx", help="trace an ONNX model run with onnxruntime (extra: onnx)",
+        description="Run MODEL with onnxruntime on the inputs in INPUTS (an .npz with one "
+                    "array per graph input, by name) and write every Conv, Gemm and MatMul "
+                    "it computed, with its real operand values, as a trace directory OUT. "
+                    "Initializers are weights; a MatMul of two activations is a matmul "
+                    "layer (docs/interop.md).")
+    o.add_argument("model", help="the .onnx file")
+    o.add_argument("inputs", help=".npz of the model's inputs, keyed by input name")
+    o.add_argument("out", help="trace directory to write (replaced if it exists)")
+    o.add_argument("--quantize", choices=("none", "int8"), default="none",
+                   help="int8: symmetric per-tensor activations, per-output-channel weights, "
+                        "as trace_torch (default none: float values)")
+    o.add_argument("--frames", action="store_true",
+                   help="the leading axis of every input array is frames: run the model once "
+                        "per frame (for delta processing)")
+    o.add_argument("--name", help="model name in the trace (default: the graph's name)")
+    o.set_defaults(func=_cmd_trace_onnx)
     from accelsim.cli.sweep import register
     register(sub)
     return p
