@@ -126,7 +126,8 @@ def resolve_thresholds(trace: Trace, hw: HwConfig | ThresholdConfig | None = Non
                        ) -> dict[str, LayerThreshold]:
     """Per-layer thresholds in stored units, for the layers they apply to.
 
-    ``thresholds`` (the API keyword) maps a layer name or glob pattern to a number (an
+    ``thresholds`` (the API keyword) maps a layer name or glob pattern (or several,
+    comma-separated) to a number (an
     absolute threshold) or ``{"target": S}`` (calibrated to sparsity ``S``); the first
     pattern that matches a layer wins, and layers it matches take precedence over the
     config. The config's ``threshold`` section (``value`` or ``target``, restricted to
@@ -141,11 +142,13 @@ def resolve_thresholds(trace: Trace, hw: HwConfig | ThresholdConfig | None = Non
         specs.append((pat, *_spec_value(spec, f"thresholds[{pat!r}]")))
     unmatched = {pat for pat, _, _ in specs}
     both = cfg.operands == "both" if cfg is not None else False
+    def match(name: str, pat: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p.strip()) for p in pat.split(",") if p.strip())
+
     for layer in trace.layers:
-        hit = next(((k, v) for pat, k, v in specs
-                    if fnmatch.fnmatchcase(layer.name, pat)), None)
+        hit = next(((k, v) for pat, k, v in specs if match(layer.name, pat)), None)
         for pat, _, _ in specs:
-            if fnmatch.fnmatchcase(layer.name, pat):
+            if match(layer.name, pat):
                 unmatched.discard(pat)
         if hit is not None:
             out[layer.name] = _resolve_one(layer, hit[0], hit[1], both)

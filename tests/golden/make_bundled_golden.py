@@ -19,7 +19,7 @@ from accelsim.io.hwconfig import HWCONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACES = ("digits_cnn", "digits_cnn_pruned", "moving_digits", "silero_vad",
-          "synthetic_tiny_cnn")
+          "synthetic_tiny_cnn", "tiny_lm_relu", "tiny_lm_gelu")
 COLUMNS = ["trace", "hw", "layer", *COUNT_COLUMNS, "energy_pj"]
 
 
