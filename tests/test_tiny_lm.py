@@ -61,10 +61,10 @@ def test_attention_layers_and_kv_cache(name):
         assert use.appended == (prompt if use.step == 0 else 1)
         assert use.kv_heads == 2 and use.head_dim == 16
     # causal attention: softmax(q k^T) is exactly zero above the diagonal in the prefill
-    p = np.asarray(tr["blocks.0.attn.pv"].a)[0]  # [heads, T, T]
+    p = np.asarray(tr["blocks.0.attn.pv"].a)  # [heads, T, T]
     assert not p[:, np.triu_indices(prompt, 1)[0], np.triu_indices(prompt, 1)[1]].any()
     # GQA: query heads 0, 1 share K/V head 0
-    kt = np.asarray(tr["blocks.0.attn.qk"].w)[0]
+    kt = np.asarray(tr["blocks.0.attn.qk"].w)  # [heads, head_dim, T]
     np.testing.assert_array_equal(kt[0], kt[1])
 
 

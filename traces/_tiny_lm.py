@@ -8,8 +8,7 @@ level. Characters outside printable ASCII become ``?``. The first 90% trains, th
 Model: a decoder-only transformer (pre-LayerNorm, learned positions, 2 blocks, d_model
 64, 4 query heads sharing 2 K/V heads (grouped-query attention), head_dim 16, FFN 256
 with ReLU or GELU), with a KV cache for generation. Attention is two explicit
-``torch.matmul`` calls, so a dispatcher-level tracer sees them; this module also records
-their operands itself.
+``torch.matmul`` calls, which ``accelsim.trace_torch`` records as ``matmul`` layers.
 """
 
 from __future__ import annotations
@@ -70,7 +69,6 @@ class Attention(nn.Module):
         self.o = nn.Linear(HEADS * HEAD_DIM, D_MODEL)
         self.cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.use_cache = False
-        self.record: list[dict] | None = None  # set to a list to record attention operands
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -93,9 +91,6 @@ class Attention(nn.Module):
         mask = torch.ones(t, n, dtype=torch.bool, device=x.device).tril(diagonal=past)
         p = F.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
         y = torch.matmul(p, vv)
-        if self.record is not None:
-            self.record.append({"q": q, "kt": kt, "p": p, "v": vv, "appended": t,
-                                "length": n})
         return self.o(y.transpose(1, 2).reshape(b, t, HEADS * HEAD_DIM))
 
 
@@ -289,87 +284,79 @@ def _quant_linear(name: str, a: np.ndarray, w: np.ndarray, frames: bool, meta: d
     return linear(name, qa, qw, frames=frames, quant={"input": sa, "weight": sw}, meta=meta)
 
 
-def _quant_matmul(name: str, a: torch.Tensor, b: torch.Tensor, meta: dict):
+def _quant_matmul(name: str, a: np.ndarray, b: np.ndarray, meta: dict):
     from accelsim.io.trace import matmul
 
-    qa, sa = quantize_activation(a.numpy())
-    qb, sb = quantize_activation(np.ascontiguousarray(b.numpy()))
+    qa, sa = quantize_activation(np.asarray(a))
+    qb, sb = quantize_activation(np.ascontiguousarray(b))
     return matmul(name, qa, qb, quant={"a": sa, "b": sb}, meta=meta)
 
 
-def _attention_layers(prefix: str, block: int, rec: dict, step: int) -> list:
+def _kv_meta(name: str, shape_b: tuple[int, ...], step: int, appended: int) -> dict:
+    """meta.kv_cache of an attention matmul ``blocks.<i>.attn.qk|pv``."""
     from accelsim.model.kvcache import kv_cache_meta
 
-    mod = f"blocks.{block}.attn"
-    kv = {"kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "length": rec["length"],
-          "appended": rec["appended"]}
-    return [
-        _quant_matmul(f"{prefix}{mod}.qk", rec["q"], rec["kt"], {
-            "module": mod, "op": "q @ k^T", "kv_cache": kv_cache_meta("k", block, step, **kv)}),
-        _quant_matmul(f"{prefix}{mod}.pv", rec["p"], rec["v"], {
-            "module": mod, "op": "softmax(q k^T / sqrt(d)) @ v",
-            "kv_cache": kv_cache_meta("v", block, step, **kv)}),
-    ]
+    block = int(name.split(".")[-3])
+    tensor = "k" if name.endswith(".qk") else "v"
+    length = shape_b[-1] if tensor == "k" else shape_b[-2]
+    return kv_cache_meta(tensor, block, step, KV_HEADS, HEAD_DIM, length, appended)
 
 
 @torch.no_grad()
 def trace_generation(model: TinyLM, prompt: str, steps: int):
     """Trace the prefill of ``prompt`` and ``steps`` greedy decode steps with the KV
-    cache. Returns (layers, generated text, skipped modules).
+    cache: :func:`accelsim.trace_torch` once per step (the model keeps its cache between
+    calls). Returns (layers, generated text, skipped modules).
 
-    The Linear layers come from :func:`accelsim.trace_torch`, one call per step (the
-    model keeps its cache between calls); the two attention matmuls come from the
-    attention modules' own record. Prefill layers keep their module names
-    (``blocks.0.attn.q``) with the attention matmuls ``blocks.0.attn.qk`` and
-    ``blocks.0.attn.pv``; a decode step's Linear layers are stacked as the frames of
-    ``decode.<module>`` (one frame per step; their shapes agree), and each step's
-    attention matmuls, whose K/V length grows, are ``decode<t>.blocks.0.attn.qk``/``pv``.
-    """
+    Prefill layers keep trace_torch's names (``blocks.0.attn.q``; the attention matmuls
+    ``blocks.0.attn.qk`` and ``blocks.0.attn.pv``). A decode step's Linear layers are
+    stacked as the frames of ``decode.<name>`` (one frame per step; their shapes agree);
+    each step's attention matmuls, whose K/V length grows, are ``decode<t>.<name>``.
+    Attention matmuls get ``meta.kv_cache`` (docs/kv-cache.md)."""
     from accelsim.tracing import trace_torch
 
     model.eval()
     model.set_cache(True)
-    for blk in model.blocks:
-        blk.attn.record = []
     logits: list[torch.Tensor] = []
     hook = model.head.register_forward_hook(lambda m, a, out: logits.append(out))
     try:
-        ids = torch.from_numpy(encode(prompt))[None]
-        runs = []
-        tokens = []
-        x = ids
+        x = torch.from_numpy(encode(prompt))[None]
+        runs, tokens = [], []
         for _ in range(steps + 1):
-            res = trace_torch(model, x, None, quantize="none")
-            runs.append(res)
-            nxt = int(logits[-1][0, -1].argmax())
-            tokens.append(nxt)
-            x = torch.tensor([[nxt]])
+            runs.append(trace_torch(model, x, None, quantize="none"))
+            tokens.append(int(logits[-1][0, -1].argmax()))
+            x = torch.tensor([[tokens[-1]]])
     finally:
         hook.remove()
-        records = [blk.attn.record for blk in model.blocks]
-        for blk in model.blocks:
-            blk.attn.record = None
         model.set_cache(False)
     skipped = [s for r in runs for s in r.skipped]
+    n_prompt = len(prompt)
 
-    def linears(res):
-        return [ly for ly in res.trace.layers if ly.kind == "linear"]
+    def meta_of(ly, **extra):
+        return {"module": ly.meta.get("module", ly.name), **extra}
 
     layers = []
-    for ly in linears(runs[0]):
-        meta = {"module": ly.meta.get("module", ly.name), "step": 0}
-        layers.append(_quant_linear(ly.name, np.asarray(ly.a), np.asarray(ly.w), False, meta))
-        if ly.name.endswith(".attn.v"):
-            b = int(ly.name.split(".")[1])
-            layers += _attention_layers("", b, records[b][0], 0)
-    for j, ly in enumerate(linears(runs[1])):
-        a = np.stack([np.asarray(linears(r)[j].a) for r in runs[1:]])
-        meta = {"module": ly.meta.get("module", ly.name), "steps": list(range(1, steps + 1))}
-        layers.append(_quant_linear(f"decode.{ly.name}", a, np.asarray(ly.w), True, meta))
-        if ly.name.endswith(".attn.v"):
-            b = int(ly.name.split(".")[1])
+    for ly in runs[0].trace.layers:
+        if ly.kind == "matmul":
+            layers.append(_quant_matmul(ly.name, ly.a, ly.w, meta_of(
+                ly, op=ly.meta.get("op", ""), step=0,
+                kv_cache=_kv_meta(ly.name, ly.w.shape, 0, n_prompt))))
+        else:
+            layers.append(_quant_linear(ly.name, np.asarray(ly.a), np.asarray(ly.w), False,
+                                        meta_of(ly, step=0)))
+    for j, ly in enumerate(runs[1].trace.layers):
+        if ly.kind == "matmul":
+            if ly.name.endswith(".pv"):
+                continue  # emitted with its qk, step by step
             for t in range(1, steps + 1):
-                layers += _attention_layers(f"decode{t}.", b, records[b][t], t)
+                for lt in runs[t].trace.layers[j:j + 2]:  # qk, then pv
+                    layers.append(_quant_matmul(f"decode{t}.{lt.name}", lt.a, lt.w, meta_of(
+                        lt, op=lt.meta.get("op", ""), step=t,
+                        kv_cache=_kv_meta(lt.name, lt.w.shape, t, 1))))
+        else:
+            a = np.stack([np.asarray(r.trace.layers[j].a) for r in runs[1:]])
+            layers.append(_quant_linear(f"decode.{ly.name}", a, np.asarray(ly.w), True,
+                                        meta_of(ly, steps=list(range(1, steps + 1)))))
     return layers, decode(tokens), skipped
 
 
@@ -394,8 +381,8 @@ def make(name: str, act: str, out: str, retrain: bool = False, log=print):
             f"{ppl[f'{round(100 * target)}%']}")
     prov = {
         "tracer": "accelsim.trace_torch",
-        "attention": "the two attention matmuls recorded by the attention module itself "
-                     "(traces/_tiny_lm.py), int16 symmetric per tensor (roles a, b)",
+        "attention": "the two attention matmuls per block as trace_torch records them "
+                     "(activation x activation), int16 symmetric per tensor (roles a, b)",
         "model_class": f"traces._tiny_lm.TinyLM({act!r})",
         "torch_version": str(torch.__version__),
         "quantize": {"activations": "int16 symmetric per-tensor",
