@@ -1,3 +1,4 @@
+import re
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,51 @@ def test_quant_roundtrip(tmp_path):
     back = accelsim.load_trace(p)[0]
     assert back.quant_of("input") == q["input"]
     assert back.quant_of("weight") == q["weight"]
+    # per-channel scales live in a .npy file beside the tensor, not in the YAML
+    m = yaml.safe_load((p / "manifest.yaml").read_text())
+    wq = m["layers"][0]["tensors"]["weight"]["quant"]
+    assert "scale" not in wq and wq["scale_file"] == "0000_fc.weight.scale.npy"
+    np.testing.assert_array_equal(np.load(p / wq["scale_file"]), [0.1, 0.2, 0.3, 0.4])
+
+
+def _per_channel_trace(tmp_path):
+    rng = np.random.default_rng(1)
+    q = {"weight": tr.Quant("per_channel", 8, (0.5, 0.25, 0.125), 0)}
+    layer = tr.linear("fc", random_tensor((2, 4), 0.5, rng), random_tensor((3, 4), 0.5, rng),
+                      quant=q)
+    return accelsim.write_trace(tmp_path / "pc", [layer])
+
+
+def test_inline_per_channel_scales_still_load(tmp_path):
+    p = _per_channel_trace(tmp_path)
+
+    def inline(m):
+        wq = m["layers"][0]["tensors"]["weight"]["quant"]
+        del wq["scale_file"]
+        wq["scale"] = [0.5, 0.25, 0.125]
+    _edit(p, inline)
+    assert accelsim.load_trace(p)[0].quant_of("weight").scale == (0.5, 0.25, 0.125)
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"scale_file": "../x.npy"}, "scale_file: ../x.npy points outside the trace directory"),
+    ({"scale_file": "nope.npy"}, "scale_file: nope.npy not found"),
+    ({"scale_file": "0000_fc.input.npy"}, "expected a 1-d array of finite floats"),
+    ({"scale": [1.0, 1.0, 1.0]}, "give scale or scale_file, not both"),
+])
+def test_bad_scale_file_one_line(tmp_path, change, msg):
+    p = _per_channel_trace(tmp_path)
+    _edit(p, lambda m: m["layers"][0]["tensors"]["weight"]["quant"].update(change))
+    with pytest.raises(TraceError, match=re.escape(msg)) as ei:
+        accelsim.load_trace(p)
+    assert "\n" not in str(ei.value)
+
+
+def test_manifests_use_libyaml_when_present():
+    from accelsim.io.yamlio import _Loader as SAFE_LOADER
+
+    if yaml.__with_libyaml__:
+        assert SAFE_LOADER is yaml.CSafeLoader
 
 
 def _naive_conv(x, w, stride, pad, dil, groups):

@@ -335,11 +335,19 @@ def _layer_entry(layer: Layer, idx: int) -> tuple[dict[str, Any], dict[str, np.n
         t = np.asarray(layer.tensors[role])
         fname = f"{stem}.{role}.npy"
         files[fname] = t
+        q = layer.quant_of(role)
+        qd = q.to_dict()
+        if q.scheme == "per_channel" and isinstance(q.scale, tuple):
+            # one scale per channel: a .npy beside the tensor keeps big manifests small
+            sname = f"{stem}.{role}.scale.npy"
+            files[sname] = np.asarray(q.scale, dtype=np.float64)
+            del qd["scale"]
+            qd["scale_file"] = sname
         tensors[role] = {
             "file": fname,
             "dtype": t.dtype.name,
             "shape": [int(s) for s in t.shape],
-            "quant": layer.quant_of(role).to_dict(),
+            "quant": qd,
         }
     entry: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "frames": layer.frames}
     if layer.kind in _SPATIAL:
@@ -429,12 +437,29 @@ def _int_list(d: Mapping, key: str, n: int, loc: str, default: int) -> tuple[int
     return tuple(v)
 
 
-def _load_quant(d: Any, loc: str) -> Quant:
+def _scale_file(root: Path, fname: Any, loc: str) -> list[float]:
+    """Per-channel scales from a 1-d float ``.npy`` file inside the trace directory."""
+    if not isinstance(fname, str):
+        raise TraceError(f"{loc}: expected a file name, got {show_value(fname)}")
+    check_path(fname, TraceError, what="file", label=loc)
+    fpath = safe_resolve(root / fname, TraceError, loc)
+    if safe_resolve(root, TraceError, loc) not in fpath.parents:
+        raise TraceError(f"{loc}: {show_path(fname)} points outside the trace directory")
+    if not is_file(fpath):
+        raise TraceError(f"{loc}: {show_path(fname)} not found in {root}")
+    arr = np.asarray(_load_npy(fpath, str(root / fname)))
+    if arr.ndim != 1 or arr.dtype.kind != "f" or not np.isfinite(arr).all():
+        raise TraceError(f"{root / fname}: expected a 1-d array of finite floats (one scale "
+                         f"per channel), got {arr.dtype.name} shape {list(arr.shape)}")
+    return [float(s) for s in arr]
+
+
+def _load_quant(d: Any, loc: str, root: Path) -> Quant:
     if d is None:
         return Quant()
     if not isinstance(d, dict):
         raise TraceError(f"{loc}: expected a mapping, got {show_value(d)}")
-    unknown = set(d) - {"scheme", "bits", "scale", "axis"}
+    unknown = set(d) - {"scheme", "bits", "scale", "scale_file", "axis"}
     if unknown:
         raise TraceError(f"{loc}: unknown key {show_value(sorted(map(str, unknown))[0])}")
     scheme = d.get("scheme", "none")
@@ -455,7 +480,10 @@ def _load_quant(d: Any, loc: str) -> Quant:
         return (not isinstance(x, bool) and isinstance(x, (int, float))
                 and 0 < x < math.inf)
 
-    scale = d.get("scale")
+    if "scale" in d and "scale_file" in d:
+        raise TraceError(f"{loc}: give scale or scale_file, not both")
+    scale = (_scale_file(root, d["scale_file"], f"{loc}.scale_file") if "scale_file" in d
+             else d.get("scale"))
     if isinstance(scale, list):
         if not all(finite_pos(s) for s in scale):
             raise TraceError(f"{loc}.scale: expected finite numbers > 0")
@@ -581,7 +609,7 @@ def load_trace(path: str | os.PathLike) -> Trace:
                 raise TraceError(f"{root / fname}: shape is {list(arr.shape)}, manifest says "
                                  f"{show_value(shape)}")
             tensors[role] = arr
-            quant[role] = _load_quant(td.get("quant"), f"{tloc}.quant")
+            quant[role] = _load_quant(td.get("quant"), f"{tloc}.quant", root)
         extra = set(tdict) - set(ROLES[kind])
         if extra:
             raise TraceError(f"{eloc}.tensors: unknown tensor "
