@@ -562,3 +562,95 @@ def test_hf_transformers_tiny_configs(arch, attn):
     if arch != "bert":  # causal: half the attention matrix (plus the diagonal) is zero
         a = np.asarray(pv[0].a)
         assert np.count_nonzero(a) == a.shape[0] * t * (t + 1) // 2
+
+
+# --------------------------------------------------------------------------- mobile CNNs, audio
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand, 3x3 depthwise, 1x1 project, ReLU6."""
+
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hid = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            nn.Conv2d(cin, hid, 1, bias=False), nn.BatchNorm2d(hid), nn.ReLU6(),
+            nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False), nn.BatchNorm2d(hid),
+            nn.ReLU6(), nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return x + y if self.use_res else y
+
+
+class SqueezeExcite(nn.Module):
+    """EfficientNet's squeeze-and-excitation: 1x1 convs on the pooled features."""
+
+    def __init__(self, c, r):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, r, 1)
+        self.fc2 = nn.Conv2d(r, c, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(s))))
+
+
+class MobileNetish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 2, 1, bias=False)
+        self.b1 = InvertedResidual(8, 8, 1, 2)
+        self.b2 = InvertedResidual(8, 12, 2, 3)
+        self.se = SqueezeExcite(12, 4)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(12, 7))
+
+    def forward(self, x):
+        x = self.se(self.b2(self.b1(F.silu(self.stem(x)))))
+        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_mobilenet_and_efficientnet_blocks():
+    torch.manual_seed(11)
+    b = 2
+    res, ours = _trace(MobileNetish(), torch.randn(b, 3, 16, 16))
+    s1, s2 = 8 * 8, 4 * 4  # positions after the stem and after b2's stride
+    want = {"stem": b * s1 * 27 * 8,
+            "b1.conv.0": b * s1 * 8 * 16, "b1.conv.3": b * s1 * 9 * 16,
+            "b1.conv.6": b * s1 * 16 * 8,
+            "b2.conv.0": b * s1 * 8 * 24, "b2.conv.3": b * s2 * 9 * 24,
+            "b2.conv.6": b * s2 * 24 * 12,
+            "se.fc1": b * 12 * 4, "se.fc2": b * 4 * 12, "classifier.1": b * 12 * 7}
+    assert _by_name(res.trace) == want
+    _assert_complete(res, ours, sum(want.values()))
+    assert res.trace["b2.conv.3"].groups == 24
+
+
+class AudioNet(nn.Module):
+    """A Conv1d keyword-spotting model on raw audio (strided, dilated, depthwise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.front = nn.Conv1d(1, 8, 16, stride=8)
+        self.dw = nn.Conv1d(8, 8, 5, padding=4, dilation=2, groups=8)
+        self.pw = nn.Conv1d(8, 16, 1)
+        self.gru = nn.GRU(16, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, wav):
+        x = F.relu(self.front(wav))
+        x = F.relu(self.pw(F.relu(self.dw(x))))
+        y, _ = self.gru(x.transpose(1, 2))
+        return self.head(y[:, -1])
+
+
+def test_conv1d_audio_model():
+    torch.manual_seed(12)
+    b, n = 2, 200
+    res, ours = _trace(AudioNet(), torch.randn(b, 1, n))
+    t = (n - 16) // 8 + 1
+    want = {"front": b * t * 16 * 8, "dw": b * t * 5 * 8, "pw": b * t * 8 * 16,
+            "gru.l0.ih": t * b * 16 * 18, "gru.l0.hh": t * b * 6 * 18, "head": b * 6 * 3}
+    assert _by_name(res.trace) == want
+    _assert_complete(res, ours, sum(want.values()))
