@@ -654,3 +654,20 @@ def test_conv1d_audio_model():
             "gru.l0.ih": t * b * 16 * 18, "gru.l0.hh": t * b * 6 * 18, "head": b * 6 * 3}
     assert _by_name(res.trace) == want
     _assert_complete(res, ours, sum(want.values()))
+
+
+def test_transformer_encoder_with_padding_mask():
+    """nn.TransformerEncoder's eval fast path (fused layer, nested tensors for the padding
+    mask) is off while tracing: every projection and both attention products are traced."""
+    torch.manual_seed(13)
+    d, h, ff, nl, b, t = 16, 4, 32, 2, 2, 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # enable_nested_tensor note
+        enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(d, h, ff, batch_first=True), nl)
+    pad = torch.zeros(b, t, dtype=torch.bool)
+    pad[1, 3:] = True
+    res, ours = _trace(enc, (torch.randn(b, t, d), None, pad))
+    per = t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * ff
+    _assert_complete(res, ours, nl * b * per)
+    a = np.asarray(res.trace["layers.0.self_attn.pv"].a).reshape(b, h, t, t)
+    assert not a[1, :, :, 3:].any() and (a[0] > 0).all()  # padded keys get exact zeros
