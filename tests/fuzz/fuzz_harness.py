@@ -15,7 +15,8 @@ and never in
 * ``traceback``: any other exception;
 * ``internal error``: the CLI's last-resort handler fired (exit 3), or an
   ``AccelsimError`` message spans lines or runs past :data:`MAX_MESSAGE` characters;
-* ``hang``: the case ran past its time limit (:data:`TIME_LIMIT_S`).
+* ``hang``: the case used more than :data:`TIME_LIMIT_S` seconds of CPU (or six times
+  that of wall time).
 
 The same seed gives the same case, so a failure is reproduced with
 ``python tests/fuzz/run.py --family FAMILY --replay SEED``. The default test run
@@ -48,8 +49,11 @@ LABELS = {"hwconfig": "hardware configs and overrides", "trace": "traces",
           "energy": "energy tables", "sweep": "sweep specs and stores",
           "cli": "CLI arguments"}
 OUTCOMES = ("ok", "clean error", "traceback", "internal error", "hang")
-#: wall-clock limit of one case, seconds (the issue's "hang" threshold)
+#: CPU-time limit of one case, seconds (the issue's "hang" threshold); CPU time, not
+#: wall time, so that a loaded machine does not turn slow cases into hangs
 TIME_LIMIT_S = 20
+#: wall-clock backstop for cases that block without using CPU, as a multiple of the limit
+WALL_FACTOR = 6
 #: longest acceptable error message, characters
 MAX_MESSAGE = 2000
 #: memory budget given to every simulation the harness runs
@@ -619,7 +623,9 @@ def run_case(family: str, seed: int, time_limit: float = TIME_LIMIT_S) -> Result
 
     rng = random.Random(f"{family}:{seed}")
     old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, time_limit)
+    old_prof = signal.signal(signal.SIGPROF, _on_alarm)
+    signal.setitimer(signal.ITIMER_PROF, time_limit)
+    signal.setitimer(signal.ITIMER_REAL, time_limit * WALL_FACTOR)
     try:
         with tempfile.TemporaryDirectory(prefix="accelsim-fuzz-") as d, \
                 warnings.catch_warnings():
@@ -628,6 +634,7 @@ def run_case(family: str, seed: int, time_limit: float = TIME_LIMIT_S) -> Result
                 ret = CASES[family](rng, Path(d))
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.setitimer(signal.ITIMER_PROF, 0)
         if family == "cli":
             rc, err = ret
             outcome, detail = classify_cli(rc, err)
@@ -649,7 +656,9 @@ def run_case(family: str, seed: int, time_limit: float = TIME_LIMIT_S) -> Result
                       f"{type(e).__name__} at {where}: {' '.join(str(e).split())[:200]}")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
         signal.signal(signal.SIGALRM, old)
+        signal.signal(signal.SIGPROF, old_prof)
 
 
 def summary_table(results: list[Result]) -> str:
