@@ -671,3 +671,31 @@ def test_transformer_encoder_with_padding_mask():
     _assert_complete(res, ours, nl * b * per)
     a = np.asarray(res.trace["layers.0.self_attn.pv"].a).reshape(b, h, t, t)
     assert not a[1, :, :, 3:].any() and (a[0] > 0).all()  # padded keys get exact zeros
+
+
+def test_a_submodule_that_raises_inside_forward_is_survived():
+    class Flaky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            self.fc(x)
+            raise ValueError("fallback")
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flaky = Flaky()
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            try:
+                x = self.flaky(x)
+            except ValueError:
+                pass
+            return self.head(x)
+
+    res, ours = _trace(Model(), torch.randn(4, 3))
+    assert _by_name(res.trace) == {"flaky.fc": 4 * 3 * 3, "head": 4 * 3 * 2}
+    _assert_complete(res, ours, 4 * 3 * 3 + 4 * 3 * 2)

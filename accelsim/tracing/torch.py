@@ -418,10 +418,17 @@ class _Recorder:
 
     def _post(self, name: str, kind: str | None, capture):
         def hook(mod, args, kwargs, output):
-            frame = self.stack.pop() if self.stack else None
-            if frame is None or frame.mod is not mod:
+            # frames above this module's belong to calls that raised (and were caught)
+            i = next((j for j in range(len(self.stack) - 1, -1, -1)
+                      if self.stack[j].mod is mod), None)
+            if i is None:
                 raise TraceError(f"trace_torch: module {name!r}: forward hooks ran out of "
                                  f"order")
+            for stale in self.stack[i + 1:]:
+                if stale.kind in ("rnn", "cell"):
+                    self.suppress -= 1
+            frame = self.stack[i]
+            del self.stack[i:]
             try:
                 if kind == "gemm" and frame.claimed is not None:
                     cap = capture(mod, args, kwargs)[0]
