@@ -136,6 +136,28 @@ def test_scalesim_example_topologies_follow_scalesims_fold_formula(topo, cfg):
         assert int(cycles) == copies * per, row.name
 
 
+EXAMPLE_ROWS = list(csv.DictReader(
+    (ROOT / "tests" / "golden" / "scalesim_examples.csv").open()))
+EXAMPLE_RUNS = sorted({(r["topology"], r["config"]) for r in EXAMPLE_ROWS})
+
+
+@pytest.mark.parametrize("topo,cfg", EXAMPLE_RUNS, ids=[f"{t}-{c}" for t, c in EXAMPLE_RUNS])
+def test_example_topologies_match_real_scalesim_runs(topo, cfg):
+    """tests/golden/scalesim_examples.csv: SCALE-Sim 3.0.0 run on the example files as they
+    are (make_scalesim_examples_golden.py, CALC mode). A DP layer is one SCALE-Sim row per
+    channel; accelsim's layer is their sum, each + 1."""
+    rows = [r for r in EXAMPLE_ROWS if (r["topology"], r["config"]) == (topo, cfg)]
+    want: dict[str, int] = {}
+    for r in rows:
+        want[r["layer"]] = want.get(r["layer"], 0) + int(r["scalesim_total_cycles"]) + 1
+    trace, hw = load_scalesim(EXAMPLES / cfg, EXAMPLES / topo,
+                              overrides={"memory.dram.bandwidth_bytes_per_cycle": math.inf})
+    assert (hw.array.rows, hw.array.cols, hw.dataflow) == (
+        int(rows[0]["array_rows"]), int(rows[0]["array_cols"]), rows[0]["dataflow"])
+    df = accelsim.simulate(trace, hw)
+    assert dict(zip(df["layer"], (int(c) for c in df["compute_cycles"]), strict=True)) == want
+
+
 # --------------------------------------------------------------------------- .cfg
 
 
