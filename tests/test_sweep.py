@@ -383,3 +383,79 @@ def test_point_ids_are_stable_and_order_independent(tmp_path):
     assert {p.point_id for p in a.points} == {p.point_id for p in b.points}
     combos = set(itertools.product([8, 16], ["none", "skip_both"]))
     assert {(p.values["array.rows"], p.values["zero_policy"]) for p in a.points} == combos
+
+
+# ------------------------------------------------------------- exit status (issue 12)
+
+def test_sweep_exits_nonzero_when_points_fail(tmp_path, capsys):
+    # 0.75 KiB cannot hold a 32x32 weight tile: the rows=32 configs fail to resolve
+    spec = write_spec(tmp_path, grid={"array.rows": [8, 32]},
+                      fixed={"array.cols": 32, "memory.glb.w_kib": 0.75})
+    out = tmp_path / "res"
+    assert main(["sweep", str(spec), "-o", str(out), "--workers", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "sweep: 1 of 2 points failed" in err
+    # the failed point is stored; a rerun skips it, runs nothing and reports no new failure
+    assert main(["sweep", str(spec), "-o", str(out), "--workers", "1", "--no-progress"]) == 0
+
+
+def test_sweep_exits_nonzero_when_constraints_drop_every_point(tmp_path, capsys):
+    spec = write_spec(tmp_path, constraints=["array.rows > 1000"])
+    out = tmp_path / "res"
+    assert main(["sweep", str(spec), "-o", str(out), "--workers", "1", "--no-progress"]) == 1
+    assert "sweep: no point ran (4 of 4 dropped by the constraints)" in capsys.readouterr().err
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_exit_when_the_driver_is_killed(tmp_path):
+    spec = write_spec(tmp_path, grid={"array.rows": [4, 8, 16, 32],
+                                      "array.cols": [8, 16],
+                                      "zero_policy": ["none", "gate", "skip_a", "skip_both"]})
+    out = tmp_path / "res"
+    proc = subprocess.Popen(_cli("sweep", str(spec), "-o", str(out), "--workers", "2",
+                                 "--no-progress"), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            pts = out / "points"
+            if pts.is_dir() and list(pts.glob("*.parquet")):
+                workers = _children(proc.pid)
+                if len(workers) >= 2:
+                    break
+            time.sleep(0.01)
+        assert len(workers) >= 2, "the sweep never ran in two workers"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, not its process group
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        left = [w for w in workers if _alive(w)]
+        assert not left, f"workers {left} still running after the driver was killed"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -134,6 +134,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"  failed: {label}: {err}")
     if len(s.errors) > 5:
         print(f"  ... and {len(s.errors) - 5} more (status == 'failed' in the store)")
+    return _sweep_status(s)
+
+
+def _sweep_status(s: Any) -> int:
+    """Exit code 1, with one line on stderr saying why, when any point failed or was lost,
+    or when no point was planned at all (every one dropped by the constraints)."""
+    if s.failed or s.lost:
+        print(f"accelsim: sweep: {s.failed} of {s.points} points failed"
+              + (f", {s.lost} lost" if s.lost else ""), file=sys.stderr)
+        return 1
+    if s.points == 0:
+        print(f"accelsim: sweep: no point ran ({s.dropped} of {s.grid_size} dropped by "
+              f"the constraints)", file=sys.stderr)
+        return 1
     return 0
 
 

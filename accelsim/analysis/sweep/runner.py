@@ -82,8 +82,25 @@ def run_point(point: Point) -> tuple[str, pd.DataFrame]:
     return point.point_id, out[order]
 
 
-def _quiet_worker() -> None:  # pragma: no cover - runs in the worker processes
+def _quiet_worker(driver: int | None = None) -> None:  # pragma: no cover - in the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if driver is not None:
+        import threading
+
+        threading.Thread(target=_exit_with_driver, args=(driver,), daemon=True,
+                         name="accelsim-driver-watch").start()
+
+
+#: how often a pool worker checks that its driver is alive (seconds)
+DRIVER_POLL_S = 0.5
+
+
+def _exit_with_driver(driver: int) -> None:  # pragma: no cover - runs in the workers
+    """Exit the worker when the driver process is gone (``kill -9`` of the driver leaves
+    no worker behind): a worker is reparented when its parent dies."""
+    while os.getppid() == driver:
+        time.sleep(DRIVER_POLL_S)
+    os._exit(1)
 
 
 # ======================================================================= running
@@ -160,7 +177,7 @@ class _Pool:
     def _new(self) -> None:
         self.pool = cf.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_quiet_worker)
+            initializer=_quiet_worker, initargs=(os.getpid(),))
 
     def submit(self, point: Point) -> cf.Future:
         try:
