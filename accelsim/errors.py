@@ -16,3 +16,7 @@ class TraceError(AccelsimError):
 
 class SimulationError(AccelsimError):
     """A layer cannot be simulated on the given hardware (e.g. an N:M violation)."""
+
+
+class OutputError(AccelsimError):
+    """An output file name, format or result file that cannot be written or read."""

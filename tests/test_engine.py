@@ -90,16 +90,17 @@ def test_cli_simulate_table_and_outputs(tmp_path, capsys, root):
     assert main(["simulate", trace, "--hw", "sparse_os_16x16", "--set", "array.rows=8",
                  "-o", str(out_csv)]) == 0
     text = capsys.readouterr().out
-    assert "TOTAL" in text and "macs_performed" in text and "8x16 PEs" in text
-    df = pd.read_csv(out_csv)
+    assert "TOTAL" in text and "performed" in text and "8x16 PEs" in text
+    df = pd.read_csv(out_csv, comment="#")
     assert df.iloc[-1]["layer"] == "TOTAL"
     api = accelsim.simulate(trace, "sparse_os_16x16", overrides={"array.rows": 8})
     assert df.iloc[:-1]["cycles"].tolist() == api.cycles.tolist()
     out_json = tmp_path / "o.json"
     assert main(["simulate", trace, "--hw", "sparse_os_16x16", "-o", str(out_json),
                  "--columns", "layer,cycles"]) == 0
-    rows = json.loads(out_json.read_text())
-    assert rows[-1]["layer"] == "TOTAL"
+    doc = json.loads(out_json.read_text())
+    assert doc["rows"][-1]["layer"] == "TOTAL" and list(doc["rows"][0]) == ["layer", "cycles"]
+    assert doc["provenance"]["hw"]["name"] == "sparse_os_16x16"
     assert main(["simulate", trace, "--hw", "sparse_os_16x16", "--columns", "nope"]) == 2
     assert "unknown column 'nope'" in capsys.readouterr().err
 

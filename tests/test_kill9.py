@@ -84,7 +84,7 @@ def test_kill9_simulate_o(tmp_path, trial, root):
     _trace(trace, 3)
     out = tmp_path / "out.csv"
     assert main(["simulate", str(trace), "--hw", "sparse_os_16x16", "-o", str(out)]) == 0
-    expected = pd.read_csv(out)
+    expected = pd.read_csv(out, comment="#")
     proc = _spawn(f"""
         import contextlib, io
         from accelsim.cli.main import main
@@ -95,9 +95,9 @@ def test_kill9_simulate_o(tmp_path, trial, root):
                       {str(out)!r}])
         """, tmp_path)
     _kill_after_ready(proc, rng, 2.0)
-    pd.testing.assert_frame_equal(pd.read_csv(out), expected)  # whole, never partial
+    pd.testing.assert_frame_equal(pd.read_csv(out, comment="#"), expected)  # whole, never partial
     assert main(["simulate", str(trace), "--hw", "sparse_os_16x16", "-o", str(out)]) == 0
-    pd.testing.assert_frame_equal(pd.read_csv(out), expected)
+    pd.testing.assert_frame_equal(pd.read_csv(out, comment="#"), expected)
     assert _debris(tmp_path) == []
 
 

@@ -17,75 +17,191 @@ from accelsim.errors import AccelsimError
 EPILOG = "Run 'accelsim COMMAND --help' for a command's options."
 
 
-def _fmt_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
-    cols = [c for c in columns if c in df.columns]
-    view = df[cols].copy()
-    for c in cols:
-        if c == "util" or "density" in c or "frac" in c:
-            view[c] = view[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-        elif c.endswith("_pj") or c.endswith("_s"):
-            view[c] = view[c].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        else:
-            view[c] = view[c].astype(object).where(view[c].notna(), "")
-    return view.to_string(index=False)
+WIDTH = 100  # the terminal views fit this many columns
+
+
+def _say(args: argparse.Namespace, text: str = "") -> None:
+    """A line for people: wrapped to WIDTH; on stderr when stdout carries CSV/JSON."""
+    import textwrap
+
+    stream = sys.stderr if getattr(args, "_machine_stdout", False) else sys.stdout
+    for line in text.splitlines() or [""]:
+        print(textwrap.fill(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+              if len(line) > WIDTH else line, file=stream)
+
+
+_PROSE_UNITS = {"count": [(1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T")],
+                "energy": [(1.0, "pJ"), (1e3, "nJ"), (1e6, "µJ"), (1e9, "mJ"), (1e12, "J")],
+                "time": [(1e-9, "ns"), (1e-6, "µs"), (1e-3, "ms"), (1.0, "s")]}
+
+
+def _eng(value: float, kind: str, digits: int = 4) -> str:
+    """One value in engineering units, under 1000 of its unit (``127.9 µJ``, ``8.981 M``,
+    ``990.6 k cycles``)."""
+    units = _PROSE_UNITS["count" if kind == "cycles" else kind]
+    v = float(value)
+    div, unit = units[0]
+    for d, u in units:
+        if abs(v) >= d:
+            div, unit = d, u
+    if kind in ("count", "cycles") and div == 1.0:
+        text = f"{int(v)}"
+    else:
+        text = f"{v / div:.{digits}g} {unit}".rstrip()
+    return text + " cycles" if kind == "cycles" else text
+
+
+def ratio_words(new: float, old: float, more: str, less: str, same: str
+                ) -> tuple[str, bool]:
+    """``new`` against ``old`` in words that read correctly whichever is larger:
+    (``1.16× slower`` / ``1.16× faster``, True), (``1.14× more energy`` / ``1.14× less
+    energy``, True); (``same``, False) when they agree to 0.5%. The flag says whether
+    the words are a comparative (``than``) or not (``as``)."""
+    if not (new > 0 and old > 0):
+        return same, False
+    r = new / old
+    if r >= 1.005:
+        return f"{r:.2f}× {more}", True
+    if r <= 1 / 1.005:
+        return f"{old / new:.2f}× {less}", True
+    return same, False
+
+
+def comparison_line(tot, base, name: str) -> str:
+    """The delta/N:M line: this run (``tot``) against the same array without ``name``
+    (``base``), e.g. ``with delta: 1.16× slower, 1.14× more energy than without delta``."""
+    speed, _ = ratio_words(float(tot["cycles"]), float(base["cycles"]), "slower", "faster",
+                           "as fast")
+    energy, comparative = ratio_words(float(tot["energy_pj"]), float(base["energy_pj"]),
+                                      "more energy", "less energy", "the same energy")
+    joint = "than" if comparative else "as"
+    return (f"with {name}: {speed}, {energy} {joint} without {name} (cycles "
+            f"{_eng(base['cycles'], 'count')} -> {_eng(tot['cycles'], 'count')}, energy "
+            f"{_eng(base['energy_pj'], 'energy')} -> {_eng(tot['energy_pj'], 'energy')}, "
+            f"MACs performed {_eng(base['macs_performed'], 'count')} -> "
+            f"{_eng(tot['macs_performed'], 'count')})")
+
+
+#: the default view of simulate: what a person reads first (fits 100 columns)
+SIMULATE_DEFAULT = ["layer", "kind", "macs_dense", "macs_performed", "cycles",
+                    "stall_cycles", "util", "density_a", "density_w", "dram_bytes",
+                    "energy_pj"]
+#: --show groups of simulate
+SHOW_GROUPS: dict[str, list[str]] = {
+    "brief": SIMULATE_DEFAULT,
+    "shape": ["layer", "kind", "m", "k", "n", "groups", "frames", "gemms", "folds",
+              "macs_dense", "macs_padding", "util"],
+    "macs": ["layer", "kind", "macs_dense", "macs_performed", "macs_gated", "macs_skipped",
+             "macs_padding", "compute_cycles", "stall_cycles", "cycles", "util"],
+    "energy": ["layer", "energy_mac_pj", "energy_skip_pj", "energy_mux_pj", "energy_rf_pj",
+               "energy_hop_pj", "energy_glb_pj", "energy_dram_pj", "energy_state_pj",
+               "energy_leakage_pj", "energy_pj"],
+    "delta": ["layer", "kind", "frames", "macs_performed", "cycles", "delta_density_a",
+              "delta_gemms_skipped", "state_bytes", "state_in_dram", "state_cycles",
+              "energy_state_pj", "energy_pj", "delta_err_max", "delta_err_rms",
+              "delta_err_rel"],
+    "threshold": ["layer", "kind", "macs_performed", "cycles", "density_a", "threshold_a",
+                  "threshold_b", "thr_sparsity_a", "thr_err_rel", "thr_err_rms",
+                  "thr_err_max", "energy_pj"],
+    "traffic": ["layer", "compute_cycles", "stall_cycles", "dram_bytes", "glb_bytes"],
+}
+INSPECT_DEFAULT = ["layer", "kind", "m", "k", "n", "frames", "macs_dense", "density_a",
+                   "density_w", "delta_density_a", "unchanged_frac_a", "bytes"]
+
+
+def _pick_columns(args: argparse.Namespace, full: pd.DataFrame, default: list[str]
+                  ) -> list[str]:
+    """The columns to print: --columns, --all-columns, --show or the default view (where
+    the default drops columns that are empty for every layer)."""
+    if getattr(args, "columns", None):
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+        unknown = [c for c in columns if c not in full.columns]
+        if unknown:
+            raise AccelsimError(f"--columns: unknown column {unknown[0]!r}; known: "
+                                f"{', '.join(full.columns)} (docs/columns.md)")
+        return columns
+    if getattr(args, "all_columns", False):
+        return list(full.columns)
+    show = getattr(args, "show", None) or "brief"
+    cols = list(SHOW_GROUPS.get(show, default)) if show != "brief" else list(default)
+    if show == "traffic":
+        cols += [c for c in full.columns if c.endswith("_bytes") and c not in cols
+                 and c != "state_bytes"]
+    present = [c for c in cols if c in full.columns]
+    body = full.iloc[:-1] if len(full) > 1 else full
+    return [c for c in present if c in ("layer", "kind")
+            or not body[c].isna().all()]
+
+
+def _check_output_args(args: argparse.Namespace) -> str:
+    """The output format, with -o checked, before any simulation runs."""
+    from accelsim.analysis.output import check_writable, resolve_format
+
+    fmt = resolve_format(args.output, args.format)
+    if args.output:
+        check_writable(args.output)
+    args._machine_stdout = fmt != "table" and not args.output
+    return fmt
+
+
+def _emit(args: argparse.Namespace, df: pd.DataFrame, columns: list[str], fmt: str,
+          prov: dict, text: str) -> None:
+    """Print CSV/JSON on stdout (no -o) and write -o FILE in ``fmt``."""
+    from accelsim.analysis.output import to_bytes, write_result
+
+    data = df if fmt == "table" or not getattr(args, "columns", None) else df[columns]
+    if args._machine_stdout:
+        sys.stdout.write(to_bytes(data, fmt, prov).decode("utf-8"))
+        sys.stdout.flush()
+    if args.output:
+        try:
+            write_result(data, args.output, fmt, prov, table_text=text)
+        except OSError as e:
+            raise AccelsimError(f"-o {args.output}: cannot write "
+                                f"({e.strerror or type(e).__name__})") from None
+        _say(args, f"wrote {args.output} ({fmt}, with provenance)")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from accelsim.analysis.report import BRIEF_COLUMNS, ENERGY_COLUMNS, simulate, with_totals
+    from accelsim.analysis.columns import render
+    from accelsim.analysis.output import provenance
+    from accelsim.analysis.report import ENERGY_COLUMNS, simulate, with_totals
     from accelsim.io.hwconfig import parse_override
 
+    fmt = _check_output_args(args)
     overrides = dict(parse_override(s) for s in args.set or [])
     if args.threshold:
         overrides.update(_threshold_overrides(args.threshold))
     trace, hw = _simulate_inputs(args, overrides)
     if args.prune:
-        trace = _prune(trace, args.prune)
+        trace = _prune(trace, args.prune, args)
+    prov = provenance(what="simulate --per-frame" if args.per_frame else "simulate",
+                      trace_path=args.trace or args.topology, trace_model=trace.model,
+                      hw=hw, argv=args._argv, synthetic=args.topology is not None)
     if args.per_frame:
         frames = simulate(trace, hw, per_frame=True, max_memory=args.max_memory)
-        print(f"trace {trace.model} on {hw.name}: per frame")
-        print(_fmt_table(frames, list(frames.columns)))
-        if args.output:
-            _write(frames, args.output)
+        columns = _pick_columns(args, frames, list(frames.columns))
+        text = render(frames, columns, WIDTH)
+        if not args._machine_stdout:
+            _say(args, f"trace {trace.model} on {hw.name}: per frame")
+            print(text)
+        _emit(args, frames, columns, fmt, prov, text)
         return 0
     df = simulate(trace, hw, functional=args.functional, max_memory=args.max_memory)
     full = with_totals(df)
-    if args.columns:
-        columns = [c.strip() for c in args.columns.split(",") if c.strip()]
-        unknown = [c for c in columns if c not in full.columns]
-        if unknown:
-            raise AccelsimError(f"--columns: unknown column {unknown[0]!r}; known: "
-                                f"{', '.join(full.columns)}")
-    elif args.all_columns:
-        columns = list(full.columns)
-    elif args.show == "energy":
-        columns = ["layer", "kind", "cycles", *ENERGY_COLUMNS]
-    elif args.show == "delta":
-        columns = ["layer", "kind", "frames", "macs_performed", "compute_cycles", "cycles",
-                   "delta_density_a", "delta_gemms_skipped", "state_ref_read_bytes",
-                   "state_ref_write_bytes", "state_acc_read_bytes", "state_acc_write_bytes",
-                   "state_in_dram", "state_cycles", "energy_state_pj", "energy_pj",
-                   "delta_err_max", "delta_err_rms", "delta_err_rel"]
-    elif args.show == "threshold":
-        columns = ["layer", "kind", "macs_dense", "macs_performed", "cycles", "density_a",
-                   "threshold_a", "threshold_b", "thr_sparsity_a", "thr_err_rel",
-                   "thr_err_rms", "thr_err_max", "energy_pj"]
-    elif args.show == "traffic":
-        columns = ["layer", "kind", "compute_cycles", "stall_cycles", "cycles",
-                   *[c for c in full.columns if c.endswith("_bytes")]]
-    else:
-        columns = BRIEF_COLUMNS
-    print(f"trace {trace.model} ({len(trace)} layers) on {hw.name}: {hw.array.rows}x"
-          f"{hw.array.cols} PEs x {hw.array.macs_per_pe} MAC, dataflow {hw.dataflow}, "
-          f"zero policy {hw.zero_policy}, {hw.clock_ghz:g} GHz")
-    print(_fmt_table(full, columns))
+    columns = _pick_columns(args, full, SIMULATE_DEFAULT)
+    text = render(full, columns, WIDTH)
     tot = full.iloc[-1]
-    print(f"total: {int(tot['cycles'])} cycles ({int(tot['stall_cycles'])} stall) = "
-          f"{tot['latency_s'] * 1e3:.4g} ms, {int(tot['macs_performed'])}/"
-          f"{int(tot['macs_dense'])} MACs performed, utilisation {tot['util']:.3f}, "
-          f"energy {tot['energy_pj'] / 1e6:.4g} uJ")
+    lines = [f"trace {trace.model} ({len(trace)} layers) on {hw.name}: {hw.array.rows}x"
+             f"{hw.array.cols} PEs x {hw.array.macs_per_pe} MAC, dataflow {hw.dataflow}, "
+             f"zero policy {hw.zero_policy}, {hw.clock_ghz:g} GHz"]
+    summary = [f"total: {int(tot['cycles'])} cycles ({int(tot['stall_cycles'])} stall) = "
+               f"{_eng(tot['latency_s'], 'time')}, {_eng(tot['macs_performed'], 'count')} "
+               f"of {_eng(tot['macs_dense'], 'count')} MACs performed, utilisation "
+               f"{tot['util']:.3f}, energy {_eng(tot['energy_pj'], 'energy')}"]
     comp = {c[len("energy_"):-len("_pj")]: tot[c] for c in ENERGY_COLUMNS[:-1]}
     if tot["energy_pj"] > 0:
-        print("energy breakdown: " + ", ".join(
+        summary.append("energy breakdown: " + ", ".join(
             f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items() if v > 0))
     features = _baseline_overrides(hw)
     if features and not args.no_baseline:
@@ -93,12 +209,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                                     max_memory=args.max_memory)).iloc[-1]
         name = " and ".join(f for f in ("delta" if "delta.enabled" in features else "",
                                         "N:M" if "structured.n" in features else "") if f)
-        print(f"against the same array without {name}: {base['cycles'] / tot['cycles']:.3f}x "
-              f"speedup ({int(base['cycles'])} -> {int(tot['cycles'])} cycles), "
-              f"{base['energy_pj'] / tot['energy_pj']:.3f}x less energy, MACs performed "
-              f"{int(base['macs_performed'])} -> {int(tot['macs_performed'])}")
-    if args.output:
-        _write(full, args.output)
+        summary.append(comparison_line(tot, base, name))
+        prov["baseline"] = {"without": name, "cycles": int(base["cycles"]),
+                            "energy_pj": float(base["energy_pj"])}
+    if not args._machine_stdout:
+        for line in lines:
+            _say(args, line)
+        print(text)
+        for line in summary:
+            _say(args, line)
+    _emit(args, full, columns, fmt, prov, "\n".join(lines + [text] + summary))
     return 0
 
 
@@ -149,16 +269,6 @@ def _density(text: str | None, which: str) -> float:
     return d
 
 
-def _write(df: pd.DataFrame, path: str) -> None:
-    from accelsim.analysis.report import write_table
-
-    try:
-        write_table(df, path)
-    except (OSError, ValueError) as e:
-        raise AccelsimError(f"-o {path}: {e}") from None
-    print(f"wrote {path}")
-
-
 def _threshold_overrides(spec: str) -> dict:
     """``--threshold VALUE|PERCENT%[@PATTERNS]`` as config overrides."""
     body, _, pats = spec.partition("@")
@@ -195,7 +305,7 @@ def _baseline_overrides(hw) -> dict:
     return out
 
 
-def _prune(trace, spec: str):
+def _prune(trace, spec: str, args: argparse.Namespace):
     from accelsim.model.sparsity import prune_nm
 
     parts = spec.split(":")
@@ -204,15 +314,18 @@ def _prune(trace, spec: str):
     n, m = int(parts[1]), int(parts[2])
     pruned, removed = prune_nm(trace, n, m)
     frac = pruned.provenance["transforms"][-1]["removed_fraction"]
-    print(f"pruned to {n}:{m} along K (magnitude): removed {100 * frac:.1f}% of weights "
-          f"({', '.join(f'{k} {100 * v:.1f}%' for k, v in removed.items())})")
+    _say(args, f"pruned to {n}:{m} along K (magnitude): removed {100 * frac:.1f}% of "
+               f"weights ({', '.join(f'{k} {100 * v:.1f}%' for k, v in removed.items())})")
     return pruned
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from accelsim.analysis.inspect import inspect_totals, inspect_trace
+    from accelsim.analysis.columns import render
+    from accelsim.analysis.inspect import inspect_totals, inspect_trace, kv_summary
+    from accelsim.analysis.output import provenance
     from accelsim.io.trace import load_trace
 
+    fmt = _check_output_args(args)
     trace = load_trace(args.trace)
     df = inspect_trace(trace)
     tot = inspect_totals(df)
@@ -224,17 +337,54 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             full[col] = full[col].astype("Int64")
         elif pd.api.types.is_float_dtype(df[col]):
             full[col] = full[col].astype(float)
-    prov = trace.provenance
-    print(f"trace {trace.model}: {len(trace)} layers"
-          + (" (synthetic)" if prov.get("synthetic") else ""))
-    print(_fmt_table(full, list(full.columns)))
-    from accelsim.analysis.inspect import kv_summary
-
+    prov_ = trace.provenance
+    prov = provenance(what="inspect", trace_path=args.trace, trace_model=trace.model,
+                      argv=args._argv, synthetic=bool(prov_.get("synthetic")))
+    columns = _pick_columns(args, full, INSPECT_DEFAULT)
+    text = render(full, columns, WIDTH)
+    head = f"trace {trace.model}: {len(trace)} layers" + (" (synthetic)" if
+                                                           prov_.get("synthetic") else "")
     kv = kv_summary(trace)
-    if kv:
-        print(kv)
-    if args.output:
-        _write(full, args.output)
+    if not args._machine_stdout:
+        _say(args, head)
+        print(text)
+        if kv:
+            _say(args, kv)
+    _emit(args, full, columns, fmt, prov, "\n".join([head, text] + ([kv] if kv else [])))
+    return 0
+
+
+def _cmd_reprice(args: argparse.Namespace) -> int:
+    from accelsim.analysis.columns import render
+    from accelsim.analysis.output import command_line, read_table
+    from accelsim.model.energy import load_energy_table, reprice
+
+    fmt = _check_output_args(args)
+    df = read_table(args.result)
+    if not df.attrs.get("hwconfig"):
+        raise AccelsimError(f"{args.result}: carries no provenance with a hardware config "
+                            f"(write it with accelsim simulate -o or --report-dir)")
+    if "kind" not in df.columns or "cycles" not in df.columns:
+        raise AccelsimError(f"{args.result}: not a per-layer simulate table (no 'kind' "
+                            f"and 'cycles' columns)")
+    table = load_energy_table(args.energy)
+    out = reprice(df, table)
+    prov = dict(df.attrs.get("provenance", {}))
+    before = prov.get("hw", {}).get("energy_table", "?")
+    prov["repriced"] = {"from": before, "to": table.name,
+                        "command": command_line(args._argv)}
+    columns = _pick_columns(args, out, ["layer", "kind", *SHOW_GROUPS["energy"][1:]])
+    text = render(out, columns, WIDTH)
+    old_e = float(df["energy_pj"].iloc[-1]) if df["layer"].iloc[-1] == "TOTAL" else \
+        float(df["energy_pj"].sum())
+    new_e = float(out["energy_pj"].iloc[-1]) if out["layer"].iloc[-1] == "TOTAL" else \
+        float(out["energy_pj"].sum())
+    line = (f"{args.result}: energy {_eng(old_e, 'energy')} under {before} -> "
+            f"{_eng(new_e, 'energy')} under {table.name}")
+    if not args._machine_stdout:
+        print(text)
+        _say(args, line)
+    _emit(args, out, columns, fmt, prov, "\n".join([text, line]))
     return 0
 
 
@@ -258,6 +408,16 @@ def _cmd_trace_onnx(args: argparse.Namespace) -> int:
     for s in res.skipped:
         print(f"not traced: {s.name} ({s.op_type}): {s.reason}")
     return 0
+
+
+def _output_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help=f"also write {what} to FILE, every column unless --columns, "
+                        f"with its provenance; the format from --format or the name "
+                        f"(.csv, .json, .parquet, .txt)")
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"),
+                   help="table (default; the view printed), csv, json or parquet; without "
+                        "-o, csv and json go to stdout in place of the table")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,17 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --topology: seed of the random values (default 0)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set array.rows=32 (repeatable)")
-    s.add_argument("-o", "--output", metavar="FILE",
-                   help="also write all columns to FILE (.csv or .json)")
+    _output_args(s, "the per-layer table")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--columns", help="comma-separated columns to print")
+    g.add_argument("--columns", metavar="COLS",
+                   help="comma-separated columns to print (and to write; docs/columns.md)")
     g.add_argument("--all-columns", action="store_true", help="print every column")
-    g.add_argument("--show", choices=("brief", "traffic", "energy", "delta", "threshold"),
-                   default="brief",
-                   help="column group to print: brief (default), traffic (bytes per level, "
-                        "operand and direction, data and metadata apart), energy (pJ per "
-                        "component), delta (delta density, state traffic, output error) or "
-                        "threshold (thresholds, sparsity reached, output error)")
+    g.add_argument("--show", choices=tuple(SHOW_GROUPS), default="brief",
+                   help="column group to print: brief (default: MACs, cycles, densities, "
+                        "DRAM traffic, energy), shape (GEMM shape and mapping), macs (MACs "
+                        "and cycles in full), traffic (bytes per level, operand and "
+                        "direction, data and metadata apart), energy (per component), "
+                        "delta (delta density, state traffic, output error) or threshold "
+                        "(thresholds, sparsity reached, output error)")
     s.add_argument("--prune", metavar="nm:N:M",
                    help="magnitude-prune every weight to N:M along K before simulating")
     s.add_argument("--threshold", metavar="SPEC",
@@ -332,8 +493,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "tensors), the density of changes between consecutive frames, and "
                     "stored bytes; then the totals.")
     i.add_argument("trace", help="trace directory (holding manifest.yaml)")
-    i.add_argument("-o", "--output", metavar="FILE", help="also write the table (.csv/.json)")
+    _output_args(i, "the table")
+    gi = i.add_mutually_exclusive_group()
+    gi.add_argument("--columns", metavar="COLS",
+                    help="comma-separated columns to print (and to write; docs/columns.md)")
+    gi.add_argument("--all-columns", action="store_true", help="print every column")
     i.set_defaults(func=_cmd_inspect)
+    r = sub.add_parser(
+        "reprice", help="price a simulate result file again under another energy table",
+        description="Read RESULT (a .csv, .json or .parquet written by accelsim simulate "
+                    "-o or --report-dir, which carries its hardware config) and recompute "
+                    "every energy column from its stored counts under TABLE.")
+    r.add_argument("result", help="simulate result file")
+    r.add_argument("--energy", required=True, metavar="TABLE",
+                   help="energy table: a shipped name (e.g. 45nm_horowitz) or a YAML path")
+    _output_args(r, "the repriced table")
+    gr = r.add_mutually_exclusive_group()
+    gr.add_argument("--columns", metavar="COLS", help="comma-separated columns to print")
+    gr.add_argument("--all-columns", action="store_true", help="print every column")
+    r.set_defaults(func=_cmd_reprice)
     o = sub.add_parser(
         "trace-onnx", help="trace an ONNX model run with onnxruntime (extra: onnx)",
         description="Run MODEL with onnxruntime on the inputs in INPUTS (an .npz with one "
@@ -397,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

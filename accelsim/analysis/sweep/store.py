@@ -115,12 +115,7 @@ def load_results(results: str | os.PathLike) -> pd.DataFrame:
 
     path = Path(results)
     if path.is_file():
-        if path.suffix == ".csv":
-            df = pd.read_csv(path)
-        else:
-            df = _read_table(path).to_pandas()
-        df.attrs["swept_keys"] = []
-        return df
+        return _load_file(path)
     points_dir = path / "points"
     if not points_dir.is_dir():
         raise AccelsimError(f"{path}: not a result store (no points/ directory)")
@@ -150,6 +145,42 @@ def load_results(results: str | os.PathLike) -> pd.DataFrame:
     if "energy_pj" in df and "latency_s" in df:
         df["edp_pj_s"] = df["energy_pj"] * df["latency_s"]
     df.attrs["swept_keys"] = swept
+    return df
+
+
+def _load_file(path: Path) -> pd.DataFrame:
+    """A single result file: a sweep table, or a ``simulate`` table (``-o``, or a
+    ``--report-dir``'s layers file) with its provenance. A simulate table is one
+    (point, trace): its TOTAL row becomes the ``scope == "total"`` row and its layers
+    ``scope == "layer"``, so that plots take it for one config, not one per row."""
+    from accelsim.analysis.output import read_table
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        _read_table(path)  # one-line error for a file pyarrow cannot read
+    df = read_table(path)
+    if "scope" not in df.columns and "layer" in df.columns and "kind" in df.columns:
+        is_total = (df["layer"] == "TOTAL") & (df["kind"] == "total")
+        if not is_total.any() and "cycles" in df.columns:  # layers only: add the total
+            from accelsim.analysis.report import totals
+
+            attrs = dict(df.attrs)
+            df = pd.concat([df, totals(df).to_frame().T], ignore_index=True)
+            df.attrs = attrs
+            is_total = df["layer"] == "TOTAL"
+        df["scope"] = np.where(is_total, "total", "layer")
+        df["status"] = "ok"
+        prov = df.attrs.get("provenance", {})
+        df["trace"] = str(df.attrs.get("trace") or prov.get("trace", {}).get("model", ""))
+        df["label"] = str(df.attrs.get("hw") or path.stem)
+        df["point_id"] = str(df.attrs.get("hw_hash") or path.stem)
+        for col in df.columns:
+            if col not in ("layer", "kind", "scope", "status", "trace", "label", "point_id"):
+                conv = pd.to_numeric(df[col], errors="coerce")
+                if conv.notna().sum() == df[col].notna().sum():
+                    df[col] = conv
+    if "energy_pj" in df and "latency_s" in df and "edp_pj_s" not in df:
+        df["edp_pj_s"] = df["energy_pj"].astype(float) * df["latency_s"].astype(float)
+    df.attrs["swept_keys"] = []
     return df
 
 
