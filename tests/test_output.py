@@ -67,7 +67,7 @@ def _parse(text: str) -> tuple[list[str], dict[str, str], list[list[str]]]:
         else:
             j += 1
     names = ["_".join(x[a:b].strip() for x in head if x[a:b].strip()) for a, b in spans]
-    units = {n: units_line[a:b].strip().strip("[]") for n, (a, b) in zip(names, spans)}
+    units = {n: units_line[a:b].strip().strip("[]") for n, (a, b) in zip(names, spans, strict=True)}
     rows = [[x[a:b].strip() for a, b in spans] for x in body]
     return names, units, rows
 
