@@ -234,8 +234,9 @@ _BYTE_UNITS = [(1.0, "B"), (2.0**10, "KiB"), (2.0**20, "MiB"), (2.0**30, "GiB"),
                (2.0**40, "TiB")]
 _ENERGY_UNITS = [(1.0, "pJ"), (1e3, "nJ"), (1e6, "µJ"), (1e9, "mJ"), (1e12, "J")]
 _TIME_UNITS = [(1e-9, "ns"), (1e-6, "µs"), (1e-3, "ms"), (1.0, "s")]
-_SCALED = {"count": _COUNT_UNITS, "cycles": _COUNT_UNITS, "bits": _COUNT_UNITS,
-           "bytes": _BYTE_UNITS, "energy": _ENERGY_UNITS, "time": _TIME_UNITS}
+#: kind -> its units, smallest first (also used for the CLI's prose lines)
+UNITS = {"count": _COUNT_UNITS, "cycles": _COUNT_UNITS, "bits": _COUNT_UNITS,
+         "bytes": _BYTE_UNITS, "energy": _ENERGY_UNITS, "time": _TIME_UNITS}
 #: the unit suffix dropped from a header (the unit line says it)
 _SUFFIXES = ("_pj", "_bytes", "_s", "_mm2")
 
@@ -243,7 +244,7 @@ _SUFFIXES = ("_pj", "_bytes", "_s", "_mm2")
 def pick_unit(kind: str, values: np.ndarray) -> tuple[float, str]:
     """(divisor, unit) for a column of ``kind``: the smallest unit in which the largest
     magnitude is under 10 000 (so 61 606 400 MACs read 61.61 M, 254 761 cycles 254.8 k)."""
-    units = _SCALED[kind]
+    units = UNITS[kind]
     v = np.abs(values[np.isfinite(values)])
     top = float(v.max()) if v.size else 0.0
     for div, unit in units:
@@ -266,7 +267,7 @@ def format_column(name: str, series: pd.Series) -> tuple[list[str], str]:
         return ["" if _isna(v) else str(v) for v in series], ""
     vals = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
     finite = vals[np.isfinite(vals)]
-    if kind in _SCALED:
+    if kind in UNITS:
         div, unit = pick_unit(kind, vals)
         scaled = vals / div
         top = float(np.abs(scaled[np.isfinite(scaled)]).max()) if finite.size else 0.0

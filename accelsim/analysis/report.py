@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,18 +24,10 @@ COUNT_COLUMNS = [
     *SKIP_KEYS, *HOP_KEYS,
     "nm_mux_ops", "delta_gemms_skipped", *KV_KEYS,
 ]
-#: columns shown by the CLI by default
-BRIEF_COLUMNS = [
-    "layer", "kind", "m", "k", "n", "frames", "macs_dense", "macs_performed",
-    "macs_gated", "macs_skipped", "macs_padding", "compute_cycles", "stall_cycles",
-    "cycles", "util", "density_a", "density_w", "dram_bytes", "glb_bytes", "energy_pj",
-]
 #: extra column groups the CLI can show with --columns
 ENERGY_COLUMNS = ["energy_mac_pj", "energy_skip_pj", "energy_mux_pj", "energy_rf_pj",
                   "energy_hop_pj", "energy_glb_pj", "energy_dram_pj", "energy_state_pj",
                   "energy_leakage_pj", "energy_pj"]
-#: extra brief columns when delta processing is on
-DELTA_COLUMNS = ["delta_density_a", "delta_gemms_skipped", "state_bytes"]
 
 
 def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[str, Any]:
@@ -208,17 +199,3 @@ def with_totals(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` as CSV or JSON (by extension) atomically."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise ValueError(f"{path}: expected a .csv or .json file name")
-    from accelsim.io.atomic import atomic_file
-
-    with atomic_file(path) as tmp:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_json(tmp, orient="records", indent=1)
-    return path

@@ -30,15 +30,12 @@ def _say(args: argparse.Namespace, text: str = "") -> None:
               if len(line) > WIDTH else line, file=stream)
 
 
-_PROSE_UNITS = {"count": [(1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T")],
-                "energy": [(1.0, "pJ"), (1e3, "nJ"), (1e6, "µJ"), (1e9, "mJ"), (1e12, "J")],
-                "time": [(1e-9, "ns"), (1e-6, "µs"), (1e-3, "ms"), (1.0, "s")]}
-
-
 def _eng(value: float, kind: str, digits: int = 4) -> str:
     """One value in engineering units, under 1000 of its unit (``127.9 µJ``, ``8.981 M``,
     ``990.6 k cycles``)."""
-    units = _PROSE_UNITS["count" if kind == "cycles" else kind]
+    from accelsim.analysis.columns import UNITS
+
+    units = UNITS["count" if kind == "cycles" else kind]
     v = float(value)
     div, unit = units[0]
     for d, u in units:
