@@ -126,11 +126,48 @@ def _script(name: str):
     return mod
 
 
+def _same_up_to_rounding(old, new, path: str) -> None:
+    """Equal, except where float32 rounding on another CPU (a different BLAS kernel)
+    moves a value across a quantisation boundary: integers by at most one step, in at
+    most 1% of a tensor's elements; floats (scales, perplexities) to 1e-5."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and old.keys() == new.keys(), path
+        for k in old:
+            _same_up_to_rounding(old[k], new[k], f"{path}.{k}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(old) == len(new), path
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            _same_up_to_rounding(a, b, f"{path}[{i}]")
+    elif isinstance(old, float):
+        assert new == pytest.approx(old, rel=1e-5), path
+    elif isinstance(old, np.ndarray):
+        assert old.dtype == new.dtype and old.shape == new.shape, path
+        if old.dtype.kind in "iu":
+            d = np.abs(old.astype(np.int64) - new.astype(np.int64))
+            assert d.max(initial=0) <= 1 and (d > 0).mean() <= 0.01, path
+        else:
+            np.testing.assert_allclose(new, old, rtol=1e-5, err_msg=path)
+    elif not (isinstance(old, str) and len(old) == 64 and path.endswith("sha256")):
+        assert old == new, path
+
+
 @pytest.mark.parametrize("name", TWINS)
-def test_scripts_regenerate_the_same_bytes(name, tmp_path):
+def test_scripts_regenerate_the_same_trace(name, tmp_path):
+    """The scripts regenerate the bundled trace from the committed checkpoint: byte for
+    byte on the CPU that wrote it, and up to float32 rounding on any other."""
     pytest.importorskip("torch")
+    import yaml
+
     _script(name).main(["--out", str(tmp_path / name)])
     old = sorted(p.name for p in (TRACES / name).iterdir())
     assert sorted(p.name for p in (tmp_path / name).iterdir()) == old
     _, mismatch, errors = filecmp.cmpfiles(TRACES / name, tmp_path / name, old, shallow=False)
-    assert mismatch == [] and errors == []
+    assert errors == []
+    for fname in mismatch:
+        a, b = TRACES / name / fname, tmp_path / name / fname
+        if fname.endswith(".npy"):
+            _same_up_to_rounding(np.load(a, allow_pickle=False),
+                                 np.load(b, allow_pickle=False), fname)
+        else:
+            _same_up_to_rounding(yaml.safe_load(a.read_text()),
+                                 yaml.safe_load(b.read_text()), fname)
