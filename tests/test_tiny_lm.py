@@ -129,7 +129,7 @@ def _script(name: str):
 def _same_up_to_rounding(old, new, path: str) -> None:
     """Equal, except where float32 rounding on another CPU (a different BLAS kernel)
     moves a value across a quantisation boundary: integers by at most one step, in at
-    most 1% of a tensor's elements; floats (scales, perplexities) to 1e-5."""
+    most 1% of a tensor's elements (2 of a small one); floats (scales, perplexities) to 1e-5."""
     if isinstance(old, dict):
         assert isinstance(new, dict) and old.keys() == new.keys(), path
         for k in old:
@@ -144,7 +144,7 @@ def _same_up_to_rounding(old, new, path: str) -> None:
         assert old.dtype == new.dtype and old.shape == new.shape, path
         if old.dtype.kind in "iu":
             d = np.abs(old.astype(np.int64) - new.astype(np.int64))
-            assert d.max(initial=0) <= 1 and (d > 0).mean() <= 0.01, path
+            assert d.max(initial=0) <= 1 and (d > 0).sum() <= max(2, 0.01 * d.size), path
         else:
             np.testing.assert_allclose(new, old, rtol=1e-5, err_msg=path)
     elif not (isinstance(old, str) and len(old) == 64 and path.endswith("sha256")):
