@@ -20,3 +20,33 @@ def conv_geometry(draw, nsp: int, size_slack: int = 3):
         pad.append(p)
         dil.append(d)
     return kernel, stride, pad, dil, size
+
+
+@st.composite
+def sync_overrides(draw, macs_per_pe: int) -> dict:
+    """Dotted overrides for the timing model (docs/timing.md): every sync mode and
+    scope, look-ahead, load balancing, fold overlap or SCALE-Sim timing."""
+    mode = draw(st.sampled_from(["lockstep", "lockstep", "barrier", "fifo", "decoupled"]),
+                label="sync mode")
+    out = {"sync.mode": mode,
+           "sync.scope": draw(st.sampled_from(["array", "array", "row", "col"]),
+                              label="scope")}
+    if draw(st.booleans(), label="lookahead?"):
+        out["sync.lookahead"] = macs_per_pe + draw(st.integers(0, 4), label="lookahead")
+    if mode == "barrier":
+        out["sync.barrier_steps"] = draw(st.integers(1, 6), label="barrier_steps")
+    if mode == "fifo":
+        out["sync.fifo_depth"] = draw(st.integers(1, 6), label="fifo_depth")
+    if mode == "decoupled":  # 8-bit streams: 1 or 2 bytes a step
+        out["array.pe_buffer_bytes"] = draw(st.integers(2, 12), label="pe_buffer_bytes")
+    balances = ["none", "none", "greedy_filter"]
+    if mode in ("barrier", "decoupled"):
+        balances.append("greedy_chunk")
+    out["sync.balance"] = draw(st.sampled_from(balances), label="balance")
+    timing = draw(st.sampled_from(["overlap", "overlap", "no overlap", "scalesim"]),
+                  label="timing")
+    if timing == "no overlap":
+        out["array.fold_overlap"] = False
+    elif timing == "scalesim":
+        out["timing"] = "scalesim"
+    return out

@@ -42,10 +42,26 @@ def sim(request):
     return run
 
 
-def hw_of(rows, cols, p, flow, policy):
+def hw_of(rows, cols, p, flow, policy, timing="accelsim", **extra):
+    """A config; ``extra`` are dotted overrides (``**{"sync.mode": "barrier"}``)."""
     return load_hwconfig({"name": "t", "array": {"rows": rows, "cols": cols,
                                                  "macs_per_pe": p},
-                          "dataflow": flow, "zero_policy": policy})
+                          "dataflow": flow, "zero_policy": policy, "timing": timing},
+                         extra)
+
+
+#: PEs independent for the whole fold, with a look-ahead as long as the fold: each PE's
+#: time is ceil(its slots / p), the fold's is its slowest PE's (the model before sync)
+DECOUPLED = {"sync.mode": "decoupled", "array.pe_buffer_bytes": 2**20, "sync.lookahead": 4096}
+
+
+def gemm_cycles(flow, rows, cols, fold_steps, timing):
+    """Compute cycles of one GEMM from its folds' steps: SCALE-Sim pays the fill per
+    fold; with fold overlap it is paid once and a fold lasts at least ``rows`` cycles."""
+    f = fill(flow, rows, cols)
+    if timing == "scalesim":
+        return sum(f + s for s in fold_steps)
+    return f + sum(max(s, rows) for s in fold_steps)
 
 
 def dims(flow, m, k, n):
@@ -100,23 +116,43 @@ def test_hand_single_pe(sim, policy, performed, gated, skipped, stepped):
                    "compute_cycles": stepped}
 
 
-def test_hand_load_imbalance(sim):
-    # os on a 2x1 array: PE 0 holds row m=0 (3 nonzeros), PE 1 holds m=1 (1 nonzero);
-    # under skip_a the barrier waits for the slowest PE: fill 1 + ceil(3/2) cycles
+@pytest.mark.parametrize("sync, steps", [
+    # u (steps some PE needs) = {0, 1, 2, 4}; p = 2 from a window of 2 steps: {0, 1},
+    # {2} (PE 0 has no second pair in [2, 4)), {4}
+    ({}, 3),
+    # barrier every 2 steps: chunks [0,2) [2,4) [4,5): slowest PE 1 + 1 + 1
+    ({"sync.mode": "barrier", "sync.barrier_steps": 2}, 3),
+    # barrier every 5: PE 0 has 3 pairs in [0, 5) under a window of 2: {0,1} {2}
+    ({"sync.mode": "barrier", "sync.barrier_steps": 5}, 2),
+    # fifo of depth 1: one element in flight, one per cycle: 4
+    ({"sync.mode": "fifo", "sync.fifo_depth": 1}, 4),
+    # fifo deep enough: PE 0 takes {0,1} then {2}; PE 1 takes {4} at cycle 0: 2
+    ({"sync.mode": "fifo", "sync.fifo_depth": 8}, 2),
+    # independent PEs, unbounded look-ahead: ceil(3 / 2) = 2
+    (DECOUPLED, 2),
+    # lookahead 4 in lockstep: window [0, 4) takes PE 0's {0, 1}; then [2, 6): {2}, {4}
+    ({"sync.lookahead": 4}, 2),
+])
+def test_hand_load_imbalance(sim, sync, steps):
+    # os on a 2x1 array: PE 0 holds row m=0 (3 nonzeros), PE 1 holds m=1 (1 nonzero)
     a = np.array([[1, 2, 3, 0, 0], [0, 0, 0, 0, 4]], dtype=np.int8)
     w = np.ones((5, 1), dtype=np.int8)
-    res = sim(a, w, hw_of(2, 1, 2, "os", "skip_a"))
-    assert res["compute_cycles"] == 1 + 2
+    res = sim(a, w, hw_of(2, 1, 2, "os", "skip_a", "scalesim", **sync))
+    assert res["compute_cycles"] == 1 + steps  # fill 1
     assert res["macs_performed"] == 4 and res["macs_skipped"] == 6
 
 
-def test_hand_partial_fold_keeps_full_fill(sim):
-    # ws on 4x3: K=5 rows -> 2 row folds, N=1 -> 1 col fold; fill = 2*4+3-2 = 9
+@pytest.mark.parametrize("timing, cycles", [
+    ("scalesim", 2 * (9 + 2)),  # fill per fold
+    ("accelsim", 9 + 4 + 4),  # fill once; each fold lasts at least R = 4 cycles
+])
+def test_hand_partial_fold_keeps_full_fill(sim, timing, cycles):
+    # ws on 4x3: K=5 rows -> 2 row folds, N=1 -> 1 col fold; fill = 2*4+3-2 = 9, M = 2
     a = np.ones((2, 5), dtype=np.int8)
     w = np.ones((5, 1), dtype=np.int8)
-    res = sim(a, w, hw_of(4, 3, 1, "ws", "none"))
+    res = sim(a, w, hw_of(4, 3, 1, "ws", "none", timing))
     assert res["folds"] == 2
-    assert res["compute_cycles"] == 2 * (9 + 2)
+    assert res["compute_cycles"] == cycles
 
 
 def test_hand_skipped_between_slots(sim):
@@ -144,15 +180,17 @@ def test_result_fields_are_python_ints():
 @given(cfg=gemm_cfg, policy=st.sampled_from(POLICIES), seed=st.integers(0, 2**16))
 @example(cfg=(1, 1, 1, 1, 1, 1, "os"), policy="none", seed=0)
 @example(cfg=(9, 9, 9, 4, 4, 4, "is"), policy="skip_both", seed=0)
-def test_dense_cycles_formula(sim, cfg, policy, seed):
+@pytest.mark.parametrize("timing", ["accelsim", "scalesim"])
+def test_dense_cycles_formula(sim, cfg, policy, seed, timing):
     m, k, n, rows, cols, p, flow = cfg
     rng = np.random.default_rng(seed)
     a, w = nonzero_int8(rng, (m, k)), nonzero_int8(rng, (k, n))
-    res = sim(a, w, hw_of(rows, cols, p, flow, policy))
+    res = sim(a, w, hw_of(rows, cols, p, flow, policy, timing))
     folds = n_folds(flow, m, k, n, rows, cols)
     t = dims(flow, m, k, n)[2]
     assert res["folds"] == folds
-    assert res["compute_cycles"] == folds * (fill(flow, rows, cols) + math.ceil(t / p))
+    assert res["compute_cycles"] == gemm_cycles(flow, rows, cols, [math.ceil(t / p)] * folds,
+                                                timing)
     assert res["macs_dense"] == res["macs_performed"] == m * k * n
     assert res["macs_gated"] == res["macs_skipped"] == 0
 
@@ -162,16 +200,17 @@ def test_dense_cycles_formula(sim, cfg, policy, seed):
 
 @settings(max_examples=30, deadline=None)
 @given(cfg=gemm_cfg, which=st.sampled_from(["a", "w", "both"]))
-def test_all_zero_skip_both(sim, cfg, which):
+@pytest.mark.parametrize("timing", ["accelsim", "scalesim"])
+def test_all_zero_skip_both(sim, cfg, which, timing):
     m, k, n, rows, cols, p, flow = cfg
     a = np.zeros((m, k), np.int8) if which in ("a", "both") else np.ones((m, k), np.int8)
     w = np.zeros((k, n), np.int8) if which in ("w", "both") else np.ones((k, n), np.int8)
-    res = sim(a, w, hw_of(rows, cols, p, flow, "skip_both"))
+    res = sim(a, w, hw_of(rows, cols, p, flow, "skip_both", timing))
     folds = n_folds(flow, m, k, n, rows, cols)
     assert res["macs_performed"] == res["macs_gated"] == 0
     assert res["macs_skipped"] == m * k * n
     assert res["folds"] == folds
-    assert res["compute_cycles"] == folds * fill(flow, rows, cols)
+    assert res["compute_cycles"] == gemm_cycles(flow, rows, cols, [0] * folds, timing)
 
 
 @pytest.mark.parametrize("flow", DATAFLOWS)
@@ -179,12 +218,13 @@ def test_all_zero_one_sided_skip(sim, flow):
     m, k, n = 3, 5, 4
     zeros_a, ones_w = np.zeros((m, k), np.int8), np.ones((k, n), np.int8)
     res = sim(zeros_a, ones_w, hw_of(2, 3, 2, flow, "skip_a"))
-    assert res["compute_cycles"] == res["folds"] * fill(flow, 2, 3)
+    assert res["compute_cycles"] == gemm_cycles(flow, 2, 3, [0] * res["folds"], "accelsim")
     assert res["macs_skipped"] == m * k * n
     # skip_w does not look at A: everything is performed, dense timing
     res = sim(zeros_a, ones_w, hw_of(2, 3, 2, flow, "skip_w"))
     t = dims(flow, m, k, n)[2]
-    assert res["compute_cycles"] == res["folds"] * (fill(flow, 2, 3) + math.ceil(t / 2))
+    assert res["compute_cycles"] == gemm_cycles(flow, 2, 3, [math.ceil(t / 2)] * res["folds"],
+                                                "accelsim")
     assert res["macs_performed"] == m * k * n
 
 
@@ -214,7 +254,9 @@ def test_gate_keeps_cycles(sim, cfg, da, dw, seed):
 @settings(max_examples=40, deadline=None)
 @given(cfg=gemm_cfg, da=density, dw=density, seed=st.integers(0, 2**16))
 def test_skip_counts_and_slowest_pe(sim, cfg, da, dw, seed):
-    """Skip counts equal mask sums; cycles per fold = fill + slowest PE's ceil(slots/p)."""
+    """Skip counts equal mask sums. Decoupled PEs with an unbounded look-ahead: a fold
+    takes its slowest PE's ceil(slots / p). Lockstep with p = 1: the number of steps
+    some PE of the fold needs."""
     m, k, n, rows, cols, p, flow = cfg
     rng = np.random.default_rng(seed)
     a, w = sparse_int8(rng, (m, k), da), sparse_int8(rng, (k, n), dw)
@@ -228,17 +270,22 @@ def test_skip_counts_and_slowest_pe(sim, cfg, da, dw, seed):
     }
     order = {"os": "mnk", "ws": "knm", "is": "kmn"}[flow]
     for policy, slots3 in slot_masks.items():
-        res = sim(a, w, hw_of(rows, cols, p, flow, policy))
+        res = sim(a, w, hw_of(rows, cols, p, flow, policy, "scalesim", **DECOUPLED))
         assert res["macs_performed"] == int(slots3.sum())
         assert res["macs_skipped"] == m * k * n - int(slots3.sum())
-        per_pe = np.einsum(f"mkn->{order}", slots3).sum(axis=2)  # [D_rows, D_cols]
+        need = np.einsum(f"mkn->{order}", slots3)  # [D_rows, D_cols, T]
+        per_pe = need.sum(axis=2)
         d_rows, d_cols = per_pe.shape
-        expect = 0
+        slowest, union = [], []
         for i in range(0, d_rows, rows):
             for j in range(0, d_cols, cols):
-                slowest = int(per_pe[i:i + rows, j:j + cols].max())
-                expect += fill(flow, rows, cols) + math.ceil(slowest / p)
-        assert res["compute_cycles"] == expect, policy
+                slowest.append(math.ceil(int(per_pe[i:i + rows, j:j + cols].max()) / p))
+                union.append(int(need[i:i + rows, j:j + cols].any(axis=(0, 1)).sum()))
+        assert res["compute_cycles"] == gemm_cycles(flow, rows, cols, slowest, "scalesim"), \
+            policy
+        lock = sim(a, w, hw_of(rows, cols, 1, flow, policy))
+        assert lock["compute_cycles"] == gemm_cycles(flow, rows, cols, union, "accelsim"), \
+            policy
 
 
 @settings(max_examples=40, deadline=None)

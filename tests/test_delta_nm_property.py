@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.extra import numpy as hnp
-from strategies import conv_geometry
+from strategies import conv_geometry, sync_overrides
 
 from accelsim import SimulationError, load_hwconfig, reference
 from accelsim.io.trace import Trace, conv1d, conv2d, linear, matmul, validate_layer
@@ -59,7 +59,8 @@ def a_format(flow: str, nm, layer, fa: str) -> str:
 def make_hw(rows=2, cols=2, p=1, flow="os", policy="none", *, fa="dense", fw="dense",
             run_bits=4, index_bits=8, ptr_bits=16, a_bits=8, w_bits=8, out_bits=32,
             a_kib=64.0, w_kib=64.0, out_kib=64.0, dram_bw=INF, glb_bw=INF, db=True,
-            delta=False, threshold=0.0, state="auto", state_kib=64.0, nm=(0, 4)):
+            delta=False, threshold=0.0, state="auto", state_kib=64.0, nm=(0, 4),
+            overrides=None):
     fmt = {"run_bits": run_bits, "index_bits": index_bits, "ptr_bits": ptr_bits}
     return load_hwconfig({
         "name": "t", "array": {"rows": rows, "cols": cols, "macs_per_pe": p},
@@ -72,7 +73,7 @@ def make_hw(rows=2, cols=2, p=1, flow="os", policy="none", *, fa="dense", fw="de
         "delta": {"enabled": delta, "threshold": threshold, "state": state,
                   "state_kib": state_kib},
         "structured": {"n": nm[0], "m": nm[1]},
-    })
+    }, overrides)
 
 
 def engine_ints(layer, hw) -> dict[str, int]:
@@ -283,6 +284,9 @@ def case(draw, force_nm=False, force_delta=False):
         "out_kib": partition(draw, rows * cols * -(-out_bits // 8), "out_kib"),
     }
     delta = force_delta or draw(st.sampled_from([True, True, False]), label="delta")
+    sync = draw(sync_overrides(p), label="sync")
+    if sync.get("array.pe_buffer_bytes"):  # at least one time step of the widest stream
+        sync["array.pe_buffer_bytes"] += (a_bits + w_bits + 7) // 8
     size = state_size(layer, a_bits, out_bits)
     state_kib = draw(st.sampled_from([size / 1024, (size - 1) / 1024, 64.0,
                                       max(size // 2, 1) / 1024]), label="state_kib")
@@ -290,7 +294,7 @@ def case(draw, force_nm=False, force_delta=False):
                  a_bits=a_bits, w_bits=w_bits, out_bits=out_bits, delta=delta,
                  threshold=draw(st.sampled_from([0.0, 1.0, 3.0]), label="threshold"),
                  state=draw(st.sampled_from(["auto", "auto", "glb", "dram"]), label="state"),
-                 state_kib=state_kib, nm=nm, **kw)
+                 state_kib=state_kib, nm=nm, overrides=sync, **kw)
     return layer, hw
 
 
@@ -398,9 +402,10 @@ def test_nm_hand_example_ws():
     assert ref["glb_a_read_bytes"] == 3 * 4 + 3 * 1
     assert ref["glb_w_read_bytes"] == 4 + 2 and ref["glb_w_read_meta_bytes"] == 1 + 1
     assert ref["dram_w_read_bytes"] == 6 and ref["dram_w_read_meta_bytes"] == 2
-    # fold 0 (k' 0-1, cols 0-1): slowest PEs (column 0, k 1 and k 3) have 2 pairs; fold 1
-    # (k' 2 = k 4): column 1 has 1 pair, column 0 none
-    assert ref["compute_cycles"] == (2 * 2 + 2 - 2 + 2) + (2 * 2 + 2 - 2 + 1)
+    # lockstep over time m: fold 0 (k' 0-1, cols 0-1) needs m 0 and 1 (column 0's k 1
+    # and k 3 have nonzero a there), fold 1 (k' 2 = k 4) needs m 0 (column 1). The fill
+    # 2*2+2-2 is paid once; a fold lasts at least R = 2 cycles
+    assert ref["compute_cycles"] == (2 * 2 + 2 - 2) + max(2, 2) + max(1, 2)
 
 
 def _grouped_nonzeros(w_kn: np.ndarray, m: int) -> np.ndarray:
@@ -485,11 +490,11 @@ def test_2_4_halves_os_compute_slots(rows, cols, p):
     s_plain = engine.simulate_layer(layer, plain)
     s_nm = engine.simulate_layer(layer, nm)
     assert int(s_plain.gemm.fold_slots.sum()) == 2 * int(s_nm.gemm.fold_slots.sum())
-    fill = rows + cols - 2
+    fill = rows + cols - 2  # paid once: folds overlap, each lasting >= rows cycles
     folds = s_plain.gemm.folds
     assert s_nm.gemm.folds == folds
-    assert s_plain.compute_cycles - folds * fill == folds * math.ceil(16 / p)
-    assert s_nm.compute_cycles - folds * fill == folds * math.ceil(8 / p)
+    assert s_plain.compute_cycles - fill == folds * max(rows, math.ceil(16 / p))
+    assert s_nm.compute_cycles - fill == folds * max(rows, math.ceil(8 / p))
     r_plain, r_nm = check(layer, plain), check(layer, nm)
     assert r_nm["compute_cycles"] == s_nm.compute_cycles
     assert r_nm["macs_performed"] * 2 == r_plain["macs_performed"]

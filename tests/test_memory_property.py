@@ -36,11 +36,12 @@ DENSITIES = (0.0, 1.0, 0.1, 0.3, 0.5, 0.8)
 
 def make_hw(rows=2, cols=2, p=1, flow="os", policy="none", *, fa="dense", fw="dense",
             run_bits=4, index_bits=8, ptr_bits=16, a_bits=8, w_bits=8, out_bits=32,
-            a_kib=64.0, w_kib=64.0, out_kib=64.0, dram_bw=INF, glb_bw=INF, db=True):
+            a_kib=64.0, w_kib=64.0, out_kib=64.0, dram_bw=INF, glb_bw=INF, db=True,
+            timing="accelsim"):
     fmt = {"run_bits": run_bits, "index_bits": index_bits, "ptr_bits": ptr_bits}
     return load_hwconfig({
         "name": "t", "array": {"rows": rows, "cols": cols, "macs_per_pe": p},
-        "dataflow": flow, "zero_policy": policy,
+        "dataflow": flow, "zero_policy": policy, "timing": timing,
         "precision": {"a_bits": a_bits, "w_bits": w_bits, "out_bits": out_bits},
         "memory": {"dram": {"bandwidth_bytes_per_cycle": dram_bw},
                    "glb": {"a_kib": a_kib, "w_kib": w_kib, "out_kib": out_kib,
@@ -245,14 +246,16 @@ def test_every_format_and_dataflow_both_residencies(flow, kind):
 
 
 def test_reference_hand_os_stalls():
-    """os on 2x2, A 3x2 and W 2x3 all ones, dense int8: 4 folds of 2 + 2 cycles.
+    """os on 2x2, A 3x2 and W 2x3 all ones, dense int8: 4 folds of 2 + 2 cycles (fill
+    per fold, SCALE-Sim's count).
 
     GLB reads per fold: A (4, 4, 2, 2) + W (4, 2, 4, 2) bytes; outputs (4, 2, 2, 1) bytes.
     DRAM: A and W 6 bytes each, resident, shares (1, 2, 1, 2) each.
     With dram 1 B/cycle and glb 2 B/cycle: load = (4, 8, 4, 6, 1).
     """
     a, w = np.ones((3, 2), np.int8), np.ones((2, 3), np.int8)
-    res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "os", dram_bw=1.0, glb_bw=2.0))
+    res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "os", dram_bw=1.0, glb_bw=2.0,
+                                                         timing="scalesim"))
     expect = {"folds": 4, "compute_cycles": 16, "dram_a_read_bytes": 6,
               "dram_w_read_bytes": 6, "glb_a_read_bytes": 12, "glb_w_read_bytes": 12,
               "glb_out_write_bytes": 9, "dram_out_write_bytes": 9, "rf_a_read_bytes": 18,
@@ -260,7 +263,7 @@ def test_reference_hand_os_stalls():
               "cycles": 4 + 8 + 4 + 6 + 4, "stall_cycles": 10}
     assert {k: res[k] for k in expect} == expect
     res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "os", dram_bw=1.0, glb_bw=2.0,
-                                                db=False))
+                                                db=False, timing="scalesim"))
     assert res["cycles"] == (4 + 8 + 4 + 6 + 1) + 16
 
 
@@ -271,10 +274,10 @@ def test_reference_hand_ws_spill():
     W (12 bytes) is resident: shares (3, 3, 3, 3). The psum block Y[:, j] is 3x2x4 = 24
     bytes > 16: it spills, written at kt = 0 and read back at kt = 1. Outputs 6 bytes.
     dram reads (7, 32, 7, 32), dram writes (24, 6, 24, 6); at 4 B/cycle
-    load = (2, 14, 4, 14, 2); compute 7 per fold.
+    load = (2, 14, 4, 14, 2); compute 7 per fold (fill per fold, SCALE-Sim's count).
     """
     a, w = np.ones((3, 3), np.int8), np.ones((3, 4), np.int8)
-    kw = dict(a_kib=4 / 1024, out_kib=16 / 1024, dram_bw=4.0)
+    kw = dict(a_kib=4 / 1024, out_kib=16 / 1024, dram_bw=4.0, timing="scalesim")
     res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "ws", db=False, **kw))
     expect = {"compute_cycles": 28, "dram_a_read_bytes": 18, "glb_a_write_bytes": 18,
               "dram_w_read_bytes": 12, "dram_psum_read_bytes": 48,
@@ -337,7 +340,7 @@ def test_reference_zeroing_can_add_cycles_through_shares():
     less = np.array([[0, 0], [1, 0], [0, 1]], np.int8)
     w = np.ones((2, 1), np.int8)
     hw = make_hw(1, 1, 1, "is", "none", fa="bitmask", dram_bw=1.0, a_kib=1 / 1024,
-                 w_kib=1 / 1024, out_kib=4 / 1024)
+                 w_kib=1 / 1024, out_kib=4 / 1024, timing="scalesim")
     before, after = reference.simulate_gemm(a, w, hw), reference.simulate_gemm(less, w, hw)
     assert before["compute_cycles"] == after["compute_cycles"] == 12
     assert before["dram_a_read_bytes"] == 3 and after["dram_a_read_bytes"] == 2

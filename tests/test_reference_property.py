@@ -1,7 +1,8 @@
 """Property tests: the engine reports exactly what the cycle-stepping reference does.
 
 Hypothesis draws small GEMMs and layers (all-zero and all-dense operands included),
-arrays up to 4x4 PEs, every dataflow and zero policy; every integer field must match.
+arrays up to 4x4 PEs, every dataflow, zero policy and sync mode (with scope, look-ahead,
+load balancing and fold overlap); every integer field must match.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import conv_geometry
+from strategies import conv_geometry, sync_overrides
 
 from accelsim import load_hwconfig, reference
 from accelsim.io.trace import conv1d, conv2d, conv3d, linear, matmul, validate_layer
@@ -28,10 +29,10 @@ FIELDS = reference.FIELDS
 DENSITIES = (0.0, 1.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def hw_of(rows, cols, p, flow, policy):
+def hw_of(rows, cols, p, flow, policy, overrides=None):
     return load_hwconfig({"name": "t", "array": {"rows": rows, "cols": cols,
                                                  "macs_per_pe": p},
-                          "dataflow": flow, "zero_policy": policy})
+                          "dataflow": flow, "zero_policy": policy}, overrides)
 
 
 def fields(res, keys=FIELDS) -> dict[str, int]:
@@ -48,7 +49,8 @@ def fields(res, keys=FIELDS) -> dict[str, int]:
 def check_gemm(a, w, hw):
     ref = reference.simulate_gemm(a, w, hw)
     got = fields(engine.simulate_gemm(a, w, hw), keys=list(ref))
-    assert got == ref, f"engine {got} != reference {ref} for {hw.dataflow}/{hw.zero_policy}"
+    assert got == ref, (f"engine {got} != reference {ref} for {hw.dataflow}/{hw.zero_policy} "
+                        f"sync {hw.sync} overlap {hw.fold_overlap}")
 
 
 # --------------------------------------------------------------------------- strategies
@@ -76,7 +78,7 @@ def gemm_case(draw):
     policy = draw(st.sampled_from(POLICIES), label="policy")
     a = draw(int8_operand((m, k)), label="a")
     w = draw(int8_operand((k, n)), label="w")
-    return a, w, hw_of(rows, cols, p, flow, policy)
+    return a, w, hw_of(rows, cols, p, flow, policy, draw(sync_overrides(p), label="sync"))
 
 
 def _case(m, k, n, rows, cols, p, flow, policy, a_val, w_val):
@@ -159,7 +161,7 @@ def layer_case(draw):
     rows, cols, p = (draw(st.integers(1, 4)) for _ in range(3))
     flow = draw(st.sampled_from(DATAFLOWS), label="dataflow")
     policy = draw(st.sampled_from(POLICIES), label="policy")
-    return layer, hw_of(rows, cols, p, flow, policy)
+    return layer, hw_of(rows, cols, p, flow, policy, draw(sync_overrides(p), label="sync"))
 
 
 @settings(max_examples=200, deadline=None,

@@ -23,7 +23,7 @@ def _hw(row):
     return accelsim.load_hwconfig({
         "name": "golden", "array": {"rows": int(row["array_rows"]),
                                     "cols": int(row["array_cols"])},
-        "dataflow": row["dataflow"], "zero_policy": "none"})
+        "dataflow": row["dataflow"], "zero_policy": "none", "timing": "scalesim"})
 
 
 def _layer(row):

@@ -70,6 +70,12 @@ class ArrayConfig:
     rows: int = opt(ge=1, le=4096, doc="PE rows")
     cols: int = opt(ge=1, le=4096, doc="PE columns")
     macs_per_pe: int = opt(1, ge=1, le=64, doc="MAC units per PE (slots per cycle)")
+    fold_overlap: bool = opt(True, doc="the next fold's fill overlaps this fold's drain "
+                                       "(fill paid once per GEMM); false: per fold, as "
+                                       "SCALE-Sim counts")
+    pe_buffer_bytes: int = opt(0, ge=0, le=2**30, doc="per-PE operand buffer that lets a "
+                                                      "PE run ahead (sync.mode decoupled); "
+                                                      "0 = none")
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,30 @@ class StructuredConfig:
     m: int = opt(4, ge=2, le=64, doc="group size M")
 
 
+SYNC_MODES = ("lockstep", "barrier", "fifo", "decoupled")
+SYNC_SCOPES = ("array", "row", "col")
+BALANCE = ("none", "greedy_filter", "greedy_chunk")
+TIMINGS = ("accelsim", "scalesim")
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    mode: str = opt("lockstep", choices=SYNC_MODES,
+                    doc="how the PEs of a fold synchronise (docs/timing.md)")
+    scope: str = opt("array", choices=SYNC_SCOPES,
+                     doc="the PEs that synchronise together: the whole array, each PE row "
+                         "or each PE column")
+    barrier_steps: int = opt(16, ge=1, le=2**30, doc="barrier: time steps between barriers")
+    fifo_depth: int = opt(4, ge=1, le=2**30, doc="fifo: elements of the shared operand "
+                                                 "FIFO")
+    lookahead: int = opt(0, ge=0, le=4096, doc="time steps a PE may pick its pairs from "
+                                               "per cycle; 0 = array.macs_per_pe")
+    balance: str = opt("none", choices=BALANCE,
+                       doc="assign filters (is: input rows) to PE columns by nonzero work: "
+                           "once per GEMM (greedy_filter) or per barrier chunk "
+                           "(greedy_chunk)")
+
+
 LAYER_KINDS = ("linear", "conv1d", "conv2d", "conv3d", "matmul")
 
 
@@ -202,6 +232,10 @@ class HwConfig:
     memory: MemoryConfig = opt(MemoryConfig, doc="memory hierarchy")
     formats: FormatsConfig = opt(FormatsConfig, doc="compressed formats per operand")
     delta: DeltaConfig = opt(DeltaConfig, doc="temporal delta processing")
+    sync: SyncConfig = opt(SyncConfig, doc="PE synchronisation and load balancing")
+    timing: str = opt("accelsim", choices=TIMINGS,
+                      doc="scalesim: fill and drain paid per fold (SCALE-Sim v3's count, "
+                          "implies array.fold_overlap false)")
     structured: StructuredConfig = opt(StructuredConfig, doc="N:M structured weights")
     threshold: ThresholdConfig = opt(ThresholdConfig, doc="thresholded activation sparsity")
     kv_cache: KvCacheConfig = opt(KvCacheConfig, doc="KV cache of decoding (attention "
@@ -219,6 +253,7 @@ class HwConfig:
             if self.dataflow == "is":
                 raise ConfigError(f"{where}: {prefix}structured: N:M weights need dataflow os "
                                   f"or ws, got is")
+        self._validate_sync(where, prefix)
         r, c = self.array.rows, self.array.cols
         glb = self.memory.glb
         for key, kib, bits, what in (("a_kib", glb.a_kib, self.precision.a_bits, "activations"),
@@ -230,6 +265,38 @@ class HwConfig:
                 raise ConfigError(
                     f"{where}: {prefix}memory.glb.{key}: expected at least {need / 1024:g} "
                     f"KiB to hold one {r}x{c} tile of {bits}-bit {what}, got {kib:g}")
+
+    def _validate_sync(self, where: str, prefix: str) -> None:
+        sy, ar = self.sync, self.array
+        if sy.lookahead and sy.lookahead < ar.macs_per_pe:
+            raise ConfigError(f"{where}: {prefix}sync.lookahead: expected 0 or at least "
+                              f"array.macs_per_pe = {ar.macs_per_pe}, got {sy.lookahead}")
+        if sy.balance == "greedy_chunk" and sy.mode not in ("barrier", "decoupled"):
+            raise ConfigError(f"{where}: {prefix}sync.balance: greedy_chunk balances per "
+                              f"barrier chunk and needs sync.mode barrier or decoupled, "
+                              f"got {sy.mode}")
+        if sy.mode == "decoupled":
+            bits = self.stream_bits()
+            if ar.pe_buffer_bytes * 8 < bits:
+                raise ConfigError(
+                    f"{where}: {prefix}array.pe_buffer_bytes: sync.mode decoupled needs a "
+                    f"per-PE operand buffer of at least {-(-bits // 8)} bytes (one "
+                    f"{bits}-bit time step of the {self.dataflow} streams), got "
+                    f"{ar.pe_buffer_bytes}")
+
+    def stream_bits(self) -> int:
+        """Bits of one time step of the operands streamed to a PE: both operands on os,
+        the activation on ws, the weight on is."""
+        pr = self.precision
+        return {"os": pr.a_bits + pr.w_bits, "ws": pr.a_bits, "is": pr.w_bits}[self.dataflow]
+
+    def pe_buffer_steps(self) -> int:
+        """Time steps a decoupled PE's operand buffer holds (0 without a buffer)."""
+        return self.array.pe_buffer_bytes * 8 // self.stream_bits()
+
+    @property
+    def fold_overlap(self) -> bool:
+        return self.array.fold_overlap and self.timing != "scalesim"
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:

@@ -109,6 +109,7 @@ class ScaleSimConfig:
             "array": {"rows": self.rows, "cols": self.cols, "macs_per_pe": 1},
             "dataflow": self.dataflow,
             "zero_policy": "none",
+            "timing": "scalesim",  # fill and drain per fold, as SCALE-Sim counts
             "precision": {"a_bits": 8 * WORD_BYTES, "w_bits": 8 * WORD_BYTES,
                           "out_bits": 8 * WORD_BYTES},
             "memory": {

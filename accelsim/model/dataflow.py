@@ -11,7 +11,9 @@ is         K     M     N     input
 
 The fill/drain term matches SCALE-Sim v3 with unlimited bandwidth: ``R + C - 2`` for
 os, and ``2R + C - 2`` for ws and is, whose stationary operand is loaded into the
-array (R cycles) before each fold. Folds are visited row-fold outer, col-fold inner.
+array (R cycles) before each fold. SCALE-Sim pays it per fold (``timing: scalesim``);
+by default the next fold's fill overlaps this one's drain and it is paid once per GEMM
+(:mod:`accelsim.model.sync`). Folds are visited row-fold outer, col-fold inner.
 """
 
 from __future__ import annotations
@@ -47,9 +49,13 @@ def make_plan(hw: HwConfig) -> Plan:
 
 
 def dense_cycles(hw: HwConfig, m: int, k: int, n: int) -> int:
-    """Closed form: compute cycles of a dense M x K x N GEMM (no zero handling)."""
+    """Closed form: compute cycles of a dense M x K x N GEMM (no zero handling). With
+    fold overlap the fill is paid once and each fold lasts at least ``rows`` cycles
+    (docs/timing.md); without it (``timing: scalesim``) every fold pays the fill."""
     plan = make_plan(hw)
     fr, fc = plan.folds(m, k, n)
     t = {"m": m, "k": k, "n": n}[plan.time_dim]
-    p = hw.array.macs_per_pe
-    return fr * fc * (plan.fill + -(-t // p))
+    steps = -(-t // hw.array.macs_per_pe)
+    if hw.fold_overlap:
+        return plan.fill + fr * fc * max(steps, plan.rows)
+    return fr * fc * (plan.fill + steps)

@@ -1,19 +1,12 @@
-"""The fast engine: per-fold slot counts from real operand values, in bulk.
+"""The fast engine: MAC counts and fold cycles from real operand values, in bulk.
 
-One engine serves every dataflow. A dataflow is a *plan* (:mod:`accelsim.dataflow`)
-saying which GEMM dimension runs along rows, cols and time. For each fold the engine
-needs only the slowest PE's slot count, and for every policy x dataflow that count is
-a block-max over a matrix built from operand masks:
-
-* the number of slot-needing pairs of PE (r, c) is a sum over the time dimension of
-  ``[a != 0]``, ``[w != 0]`` or their product, chosen by the policy;
-* for most combinations that sum factors into row/column nonzero counts, which cost
-  O(MK + KN);
-* only ``skip_both`` on ``os`` needs the full mask product ``[A!=0] @ [W!=0]``, which
-  BLAS computes exactly in float32 (sums of 0/1 below 2**24) or float64.
-
-No per-cycle loops: :mod:`accelsim.reference` is the cycle-stepping model the property
-tests hold this engine to.
+One engine serves every dataflow. A dataflow is a *plan* (:mod:`accelsim.model.dataflow`)
+saying which GEMM dimension runs along rows, cols and time. MAC counts come from
+nonzero counts along each axis of the operand masks (O(MK + KN) per GEMM, no pair
+enumeration). Fold timing needs every PE's time steps under the synchronisation mode
+and is one compiled walk over the pairs (:mod:`accelsim.model.sync`).
+:mod:`accelsim.reference` is the cycle-stepping model the property tests hold this
+engine to.
 """
 
 from __future__ import annotations
@@ -26,41 +19,15 @@ import numpy as np
 from accelsim.errors import SimulationError
 from accelsim.io.hwconfig import HwConfig
 from accelsim.io.trace import Layer
-from accelsim.model.dataflow import Plan, make_plan
+from accelsim.model.dataflow import make_plan
 from accelsim.model.memory import MemoryResult, simulate_memory
 from accelsim.model.skipcost import SKIP_KEYS, gemm_skip_costs
 from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
+from accelsim.model.sync import fold_cycles as sync_fold_cycles
+from accelsim.model.sync import fold_steps
 from accelsim.model.workload import GemmShape, gemm_shape, lower_a, lower_wt
 
 INT64_LIMIT = 2**62  # headroom below 2**63 for sums of counts
-
-
-def _block_max_1d(v: np.ndarray, size: int) -> np.ndarray:
-    """Max over consecutive blocks of ``size`` along the last axis (zero padded)."""
-    n = v.shape[-1]
-    nb = -(-n // size)
-    pad = nb * size - n
-    if pad:
-        v = np.concatenate([v, np.zeros(v.shape[:-1] + (pad,), v.dtype)], axis=-1)
-    return v.reshape(v.shape[:-1] + (nb, size)).max(axis=-1)
-
-
-def _block_max_2d(s: np.ndarray, r: int, c: int) -> np.ndarray:
-    """Max over r x c blocks of the last two axes (zero padded)."""
-    x, y = s.shape[-2:]
-    nr, nc = -(-x // r), -(-y // c)
-    px, py = nr * r - x, nc * c - y
-    if px or py:
-        s = np.pad(s, [(0, 0)] * (s.ndim - 2) + [(0, px), (0, py)])
-    s = s.reshape(s.shape[:-2] + (nr, r, nc, c))
-    return s.max(axis=(-3, -1))
-
-
-def _mask_matmul(az: np.ndarray, wz: np.ndarray) -> np.ndarray:
-    """Exact integer ``az @ wz`` for 0/1 masks via BLAS."""
-    k = az.shape[-1]
-    dt = np.float32 if k < 2**24 else np.float64
-    return np.matmul(az.astype(dt), wz.astype(dt))
 
 
 @dataclass
@@ -73,9 +40,11 @@ class GemmResult:
     macs_skipped: int
     folds: int
     compute_cycles: int
-    #: slowest PE's slot count per fold, shape [F, P, folds_rows, folds_cols]
+    #: cycles each fold spends stepping its pairs under the sync mode, fill apart,
+    #: shape [F, P, folds_rows, folds_cols]
     fold_slots: np.ndarray
-    #: compute cycles per fold (fill + slowest PE), same shape; 0 for skipped GEMMs
+    #: compute cycles per fold (accelsim.model.sync.fold_cycles), same shape; 0 for
+    #: GEMMs skipped whole
     fold_cycles: np.ndarray
     #: per frame: performed MACs and compute cycles
     frame_performed: np.ndarray
@@ -175,95 +144,6 @@ def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
             "skipped": dense_f - performed - gated - pc["padding"]}
 
 
-def fold_slot_max(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
-                  nm: NMStructure | None = None, sums: MaskSums | None = None) -> np.ndarray:
-    """Slowest PE's slot count per fold: int64 array [F, P, nr, nc]."""
-    sums = sums or MaskSums(az, wz)
-    if nm is not None:
-        return _fold_slot_max_nm(az, wz, plan, policy, nm, sums)
-    nf, npf, m, k = az.shape
-    n = wz.shape[-1]
-    r, c = plan.rows, plan.cols
-    dims = {"m": m, "k": k, "n": n}
-    nr = -(-dims[plan.row_dim] // r)
-    nc = -(-dims[plan.col_dim] // c)
-    shape = (nf, npf, nr, nc)
-    t = dims[plan.time_dim]
-    if policy in ("none", "gate"):
-        return np.full(shape, t, dtype=np.int64)
-    df = plan.dataflow
-    if df == "os":  # rows M, cols N, time K
-        if policy == "skip_a":
-            bm = _block_max_1d(sums.ra, r)[..., :, None]
-        elif policy == "skip_w":
-            bm = _block_max_1d(sums.cw, c)[..., None, :]
-        else:
-            bm = _block_max_2d(_mask_matmul(az, wz), r, c)
-    elif df == "ws":  # rows K, cols N, time M
-        if policy == "skip_a":
-            bm = _block_max_1d(sums.ca, r)[..., :, None]
-        elif policy == "skip_w":
-            bm = _block_max_2d(wz, r, c).astype(np.int64) * m
-        else:
-            bm = _block_max_2d(wz * sums.ca[..., :, None], r, c)
-    else:  # "is": rows K, cols M, time N
-        if policy == "skip_a":
-            bm = _block_max_2d(np.swapaxes(az, -1, -2), r, c).astype(np.int64) * n
-        elif policy == "skip_w":
-            bm = _block_max_1d(sums.rw, r)[..., :, None]
-        else:
-            bm = _block_max_2d(np.swapaxes(az, -1, -2) * sums.rw[..., :, None], r, c)
-    return np.broadcast_to(bm, shape).astype(np.int64)
-
-
-def _fold_slot_max_nm(az: np.ndarray, wz: np.ndarray, plan: Plan, policy: str,
-                      nm: NMStructure, sums: MaskSums) -> np.ndarray:
-    """Slot counts with N:M weights: only kept slots take time (docs/delta-and-nm.md)."""
-    nf, npf, m, k = az.shape
-    n = wz.shape[-1]
-    r, c = plan.rows, plan.cols
-    kk = nm.k_kept
-    if plan.dataflow == "os":  # rows M, cols N, time: kept slots of the column
-        nr, nc = -(-m // r), -(-n // c)
-        if policy in ("none", "gate"):
-            bm = np.full((1, 1, nr, nc), kk, np.int64)
-        elif policy == "skip_a":
-            bm = _block_max_2d(_mask_matmul(az, nm.kept), r, c)
-        elif policy == "skip_w":
-            bm = _block_max_1d(sums.cw, c)[..., None, :]
-        else:
-            bm = _block_max_2d(_mask_matmul(az, wz), r, c)
-    else:  # ws: rows = compressed k', cols N, time M
-        nr, nc = -(-kk // r), -(-n // c)
-        if policy in ("none", "gate"):
-            bm = np.full((1, 1, nr, nc), m, np.int64)
-        else:
-            wc = np.take_along_axis(wz, nm.idx, axis=-2)  # [Fw, P, K', N] kept weights != 0
-            ca = sums.ca[..., :, None]  # [F, P, K, 1]
-            cag = np.take_along_axis(np.broadcast_to(ca, ca.shape[:-1] + (n,)),
-                                     np.broadcast_to(nm.idx, ca.shape[:2] + nm.idx.shape[2:]),
-                                     axis=-2)  # [F, P, K', N]
-            if policy == "skip_a":
-                s = cag
-            elif policy == "skip_w":
-                s = wc.astype(np.int64) * m
-            else:
-                s = wc * cag
-            bm = _block_max_2d(s, r, c)
-    return np.broadcast_to(bm, (nf, npf, nr, nc)).astype(np.int64)
-
-
-def _slot_operands(az: np.ndarray, wz: np.ndarray, rz: np.ndarray | None, policy: str,
-                   sums: MaskSums) -> tuple[np.ndarray, str, MaskSums]:
-    """(A mask, policy, sums) whose slot counts are those of ``policy`` when padding pairs
-    (``rz`` False: not a real input element) take no slot: under none/gate a pair needs a
-    slot iff it is real, which is skip_a on the real mask; under skip_w iff it is real and
-    w != 0, which is skip_both on it. skip_a/skip_both already drop padding (a = 0)."""
-    if rz is None or policy in ("skip_a", "skip_both"):
-        return az, policy, sums
-    return rz, ("skip_both" if policy == "skip_w" else "skip_a"), MaskSums(rz, wz)
-
-
 def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
                    nm: NMStructure | None = None,
                    active: np.ndarray | None = None,
@@ -278,21 +158,17 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
     cr = None if rz is None else rz.sum(axis=-2, dtype=np.int64)
     classes = _pair_classes(az, wz, nm, sums, cr)
     counts = _mac_counts(az, wz, policy, nm, sums, hw.gate_on, classes=classes)
-    s_az, s_policy, s_sums = _slot_operands(az, wz, rz, policy, sums)
-    slots = fold_slot_max(s_az, wz, plan, s_policy, nm, s_sums)
-    slots = np.broadcast_to(slots, az.shape[:2] + slots.shape[2:])
-    p = hw.array.macs_per_pe
-    fold_cycles = plan.fill + (slots + (p - 1)) // p
     if active is None:
         active = np.ones(az.shape[:2], bool)
-    fold_cycles = np.where(active[:, :, None, None], fold_cycles, 0)
-    folds = int(active.sum()) * slots.shape[2] * slots.shape[3]
+    steps = fold_steps(az, wz, hw, plan, nm, active, rz)
+    fold_cycles = sync_fold_cycles(steps, hw, plan, active)
+    folds = int(active.sum()) * steps.shape[2] * steps.shape[3]
     skip_counts = gemm_skip_costs(classes, active, hw, nm is not None)
     frame_cycles = fold_cycles.sum(axis=(1, 2, 3))
     return GemmResult(
         macs_dense=int(counts["dense"].sum()), macs_performed=int(counts["performed"].sum()),
         macs_gated=int(counts["gated"].sum()), macs_skipped=int(counts["skipped"].sum()),
-        folds=folds, compute_cycles=int(frame_cycles.sum()), fold_slots=slots,
+        folds=folds, compute_cycles=int(frame_cycles.sum()), fold_slots=steps,
         fold_cycles=fold_cycles, frame_performed=counts["performed"],
         frame_cycles=frame_cycles, active=active,
         macs_padding=int(counts["padding"].sum()), skip_counts=skip_counts,

@@ -115,3 +115,241 @@ def range_nnz_rle(mask: np.ndarray, xb: np.ndarray, yb: np.ndarray,
     else:
         _block_nnz(m.view(np.uint8), xb, yb, nnz)
     return nnz, entries
+
+
+# ----------------------------------------------------------------------------- timing
+# Fold timing under a synchronisation mode (docs/timing.md). The operands arrive laid
+# out so that the time dimension is the last, contiguous axis wherever it indexes them:
+#   os: a[F,P,M,K], w[Fw,P,N,K], pad[1,P,M,K], idx[Fw,P,N,K']   (time: k, or k' with N:M)
+#   ws: a[F,P,K,M], w[Fw,P,K,N], pad[1,P,K,M], idx[Fw,P,K',N]   (time: m)
+#   is: a[F,P,M,K], w[Fw,P,K,N], pad[1,P,M,K]                   (time: n)
+# A PE needs a slot at a step when its pair is present (not skipped padding, a kept N:M
+# slot) and the zero policy does not skip it.
+
+@njit(cache=True, nogil=True, inline="always")
+def _need(a, w, pad, has_pad, idx, has_nm, flow, ua, uw, f, fw, pp, y, x, t):  # pragma: no cover
+    """1 where the PE at rows-dim ``y``, cols-dim ``x`` needs a slot at step ``t``; ``ua``
+    / ``uw`` are 1 where the policy does not test that operand's zeros."""
+    if flow == 0:  # os: rows m, cols n, time k
+        k = idx[fw, pp, x, t] if has_nm else t
+        av = a[f, pp, y, k]
+        wv = w[fw, pp, x, k]
+        pres = pad[0, pp, y, k] if has_pad else 1
+    elif flow == 1:  # ws: rows k (k' with N:M), cols n, time m
+        k = idx[fw, pp, y, x] if has_nm else y
+        av = a[f, pp, k, t]
+        wv = w[fw, pp, k, x]
+        pres = pad[0, pp, k, t] if has_pad else 1
+    else:  # is: rows k, cols m, time n
+        av = a[f, pp, x, y]
+        wv = w[fw, pp, y, t]
+        pres = pad[0, pp, x, y] if has_pad else 1
+    return pres & (av | ua) & (wv | uw)
+
+
+@njit(cache=True, nogil=True)
+def _fill_pe(s, q, a, w, pad, has_pad, idx, has_nm, flow, ua, uw, f, fw, pp, y, x,
+             tt):  # pragma: no cover - numba
+    """s[q, :] = the steps PE q (rows-dim y, cols-dim x) needs; the common layouts as
+    branch-free contiguous loops."""
+    if flow == 0 and not has_nm:
+        if has_pad:
+            for t in range(tt):
+                s[q, t] = pad[0, pp, y, t] & (a[f, pp, y, t] | ua) & (w[fw, pp, x, t] | uw)
+        else:
+            for t in range(tt):
+                s[q, t] = (a[f, pp, y, t] | ua) & (w[fw, pp, x, t] | uw)
+    elif flow == 1:
+        k = idx[fw, pp, y, x] if has_nm else y
+        wv = w[fw, pp, k, x] | uw
+        if has_pad:
+            for t in range(tt):
+                s[q, t] = pad[0, pp, k, t] & (a[f, pp, k, t] | ua) & wv
+        else:
+            for t in range(tt):
+                s[q, t] = (a[f, pp, k, t] | ua) & wv
+    elif flow == 2:
+        av = (a[f, pp, x, y] | ua) & (pad[0, pp, x, y] if has_pad else 1)
+        for t in range(tt):
+            s[q, t] = av & (w[fw, pp, y, t] | uw)
+    else:
+        for t in range(tt):
+            s[q, t] = _need(a, w, pad, has_pad, idx, has_nm, flow, ua, uw, f, fw, pp, y, x, t)
+
+
+@njit(cache=True, nogil=True)
+def _window(s, u, lo, hi, st, t0, t1, p, la):  # pragma: no cover - numba
+    """Cycles for PEs lo, lo+st, .. < hi sharing one stream pointer over steps [t0, t1)
+    (``u[t]``: some of them needs step t): steps no PE needs pass free; each cycle every
+    PE takes at most ``p`` of its needed steps among the next ``la``, and the pointer
+    moves to the earliest PE's cut."""
+    if p == 1:
+        cyc = 0
+        for t in range(t0, t1):
+            cyc += u[t]
+        return cyc
+    cyc = 0
+    h = t0
+    while True:
+        while h < t1 and not u[h]:
+            h += 1
+        if h >= t1:
+            return cyc
+        cyc += 1
+        e = min(h + la, t1)
+        cut = e
+        for q in range(lo, hi, st):
+            cnt = 0
+            for x in range(h, min(e, cut)):
+                if s[q, x]:
+                    cnt += 1
+                    if cnt == p:
+                        cut = x + 1
+                        break
+        h = cut
+
+
+@njit(cache=True, nogil=True)
+def _fifo(s, u, lo, hi, st, t1, p, depth, rel, last, cnt, done):  # pragma: no cover
+    """Cycles for PEs sharing a stream through a FIFO of ``depth`` elements: the stream
+    carries the steps some PE needs; element j enters once every PE is done with
+    element j - depth; a PE takes up to ``p`` arrived elements per cycle, in order."""
+    for q in range(lo, hi, st):
+        last[q] = -1
+        cnt[q] = 0
+        done[q] = 0
+    j = 0
+    end = 0
+    for t in range(t1):
+        if not u[t]:
+            continue
+        arr = rel[j - depth] if j >= depth else 0
+        rj = 0
+        for q in range(lo, hi, st):
+            if s[q, t]:
+                if arr > last[q]:
+                    last[q] = arr
+                    cnt[q] = 1
+                elif cnt[q] < p:
+                    cnt[q] += 1
+                else:
+                    last[q] += 1
+                    cnt[q] = 1
+                done[q] = last[q] + 1
+            elif arr > done[q]:
+                done[q] = arr
+            if done[q] > rj:
+                rj = done[q]
+        rel[j] = rj
+        if rj > end:
+            end = rj
+        j += 1
+    return end
+
+
+@njit(cache=True, nogil=True)
+def _dims(flow, a, w, idx, has_nm):  # pragma: no cover - numba
+    """(rows-dim, cols-dim, time) sizes of the GEMM in the kernel layout."""
+    if flow == 0:
+        return a.shape[2], w.shape[2], (idx.shape[3] if has_nm else a.shape[3])
+    if flow == 1:
+        return (idx.shape[2] if has_nm else a.shape[2]), w.shape[3], a.shape[3]
+    return a.shape[3], a.shape[2], w.shape[3]
+
+
+@njit(cache=True, nogil=True)
+def balance_keys_kernel(a, w, pad, has_pad, idx, has_nm, active, flow, ua, uw, chunk,
+                        keys):  # pragma: no cover - numba
+    """keys[F, P, chunks, cols-dim]: the needed steps of every cols-dim index (a filter
+    on os/ws, an input row on is), summed over the rows dim, per chunk of time steps."""
+    nf, npf = a.shape[0], a.shape[1]
+    d_rows, d_cols, tt = _dims(flow, a, w, idx, has_nm)
+    for f in range(nf):
+        fw = f if w.shape[0] > 1 else 0
+        for pp in range(npf):
+            if not active[f, pp]:
+                continue
+            for x in range(d_cols):
+                for y in range(d_rows):
+                    for t in range(tt):
+                        keys[f, pp, t // chunk, x] += _need(a, w, pad, has_pad, idx, has_nm,
+                                                            flow, ua, uw, f, fw, pp, y, x, t)
+
+
+@njit(cache=True, nogil=True)
+def fold_steps_kernel(a, w, pad, has_pad, idx, has_nm, active, perm, flow, ua, uw, rows,
+                      cols, p, la, mode, chunk, scope, depth, out):  # pragma: no cover
+    """out[F, P, row folds, col folds]: the steps (cycles, fill apart) each fold of each
+    active GEMM takes under sync ``mode`` (0 lockstep, 1 barrier every ``chunk`` steps,
+    2 fifo of ``depth``) within groups of PEs (``scope`` 0 array, 1 row, 2 col); the
+    fold takes as long as its slowest group. ``perm[F|1, P|1, chunks, cols-dim]`` maps
+    a PE column slot to the cols-dim index it holds in each chunk (load balancing)."""
+    nf, npf = a.shape[0], a.shape[1]
+    d_rows, d_cols, tt = _dims(flow, a, w, idx, has_nm)
+    nr = (d_rows + rows - 1) // rows
+    nc = (d_cols + cols - 1) // cols
+    npe = rows * cols
+    s = np.zeros((npe, max(tt, 1)), np.uint8)
+    u = np.zeros(max(tt, 1), np.uint8)
+    rel = np.zeros(max(tt, 1), np.int64)
+    last = np.zeros(npe, np.int64)
+    cnt = np.zeros(npe, np.int64)
+    done = np.zeros(npe, np.int64)
+    pchunks = perm.shape[2]
+    for f in range(nf):
+        fw = f if w.shape[0] > 1 else 0
+        fp = f if perm.shape[0] > 1 else 0
+        for pp in range(npf):
+            ppp = pp if perm.shape[1] > 1 else 0
+            if not active[f, pp]:
+                for i in range(nr):
+                    for j in range(nc):
+                        out[f, pp, i, j] = 0
+                continue
+            for i in range(nr):
+                for j in range(nc):
+                    for r in range(rows):
+                        y = i * rows + r
+                        for c in range(cols):
+                            q = r * cols + c
+                            slot = j * cols + c
+                            if y >= d_rows or slot >= d_cols:
+                                s[q, :tt] = 0
+                            elif pchunks == 1:
+                                _fill_pe(s, q, a, w, pad, has_pad, idx, has_nm, flow, ua, uw,
+                                         f, fw, pp, y, perm[fp, ppp, 0, slot], tt)
+                            else:
+                                for t in range(tt):
+                                    x = perm[fp, ppp, min(t // chunk, pchunks - 1), slot]
+                                    s[q, t] = _need(a, w, pad, has_pad, idx, has_nm, flow,
+                                                    ua, uw, f, fw, pp, y, x, t)
+                    ng = 1 if scope == 0 else (rows if scope == 1 else cols)
+                    steps = 0
+                    for g in range(ng):
+                        if scope == 0:
+                            lo, hi, st = 0, npe, 1
+                        elif scope == 1:
+                            lo, hi, st = g * cols, (g + 1) * cols, 1
+                        else:
+                            lo, hi, st = g, npe, cols
+                        u[:tt] = 0
+                        for q in range(lo, hi, st):
+                            for t in range(tt):
+                                u[t] |= s[q, t]
+                        if mode == 0:
+                            v = _window(s, u, lo, hi, st, 0, tt, p, la)
+                        elif mode == 1:
+                            v = 0
+                            for t0 in range(0, tt, chunk):
+                                t1 = min(t0 + chunk, tt)
+                                worst = 0
+                                for q in range(lo, hi, st):
+                                    x = _window(s, s[q], q, q + 1, 1, t0, t1, p, la)
+                                    if x > worst:
+                                        worst = x
+                                v += worst
+                        else:
+                            v = _fifo(s, u, lo, hi, st, tt, p, depth, rel, last, cnt, done)
+                        if v > steps:
+                            steps = v
+                    out[f, pp, i, j] = steps

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -82,17 +81,6 @@ class _SkipCost:
                 counts[f"rf_{x}_meta_read_bits"] += 1
 
 
-def _mnk(dataflow: str, row: int, col: int, t: int) -> tuple[int, int, int]:
-    """GEMM indices (m, k, n) of the pair a PE at (row idx, col idx) meets at time t."""
-    if dataflow == "os":
-        return row, t, col
-    if dataflow == "ws":
-        return t, row, col
-    if dataflow == "is":
-        return col, row, t
-    raise ValueError(f"unknown dataflow {dataflow!r}")
-
-
 def _dims(dataflow: str, m: int, k: int, n: int) -> tuple[int, int, int]:
     """(rows dim, cols dim, time dim) sizes."""
     return {"os": (m, n, k), "ws": (k, n, m), "is": (k, m, n)}[dataflow]
@@ -104,108 +92,202 @@ def _fill(dataflow: str, rows: int, cols: int) -> int:
     return 2 * rows + cols - 2
 
 
-def _step_fold(queues: list[deque[str]], p: int, counts: dict[str, int]) -> int:
-    """Step the PE queues of one fold cycle by cycle; return the stepped cycles."""
-    cycles = 0
+# --------------------------------------------------------------------------- timing
+# need[q][t]: PE q = r * cols + c of a fold needs a slot at time step t (docs/timing.md)
+
+def _pe_window_cycles(needs: list[list[bool]], t0: int, t1: int, p: int, la: int) -> int:
+    """PEs sharing one stream pointer over steps [t0, t1), stepped cycle by cycle."""
+    h, cycles = t0, 0
     while True:
-        # skipped pairs at the head of a queue are dropped for free
-        for q in queues:
-            while q and q[0] == SKIP:
-                q.popleft()
-                counts["macs_skipped"] += 1
-        if not any(queues):
+        while h < t1 and not any(nd[h] for nd in needs):
+            h += 1  # a step nobody needs passes free
+        if h >= t1:
             return cycles
         cycles += 1
-        for q in queues:
-            taken = 0
-            while q and taken < p:
-                kind = q.popleft()
-                if kind == SKIP:
-                    counts["macs_skipped"] += 1
-                    continue
-                taken += 1
-                if kind == GATE:
-                    counts["macs_gated"] += 1
-                else:
-                    counts["macs_performed"] += 1
+        window_end = min(h + la, t1)
+        cuts = []
+        for nd in needs:
+            taken, cut = 0, window_end
+            for t in range(h, window_end):
+                if nd[t]:
+                    taken += 1
+                    if taken == p:
+                        cut = t + 1
+                        break
+            cuts.append(cut)
+        h = min(cuts)  # every PE took its needed steps before h (at most p each)
 
+
+def _fifo_cycles(needs: list[list[bool]], p: int, depth: int) -> int:
+    """PEs fed by one stream through a FIFO of ``depth`` elements, stepped cycle by cycle:
+    the stream carries the steps some PE needs; an element enters once every PE is past
+    the element ``depth`` places before it; each cycle a PE passes elements it does not
+    need for free and takes up to ``p`` it needs among those that have entered."""
+    t_len = len(needs[0]) if needs else 0
+    stream = [t for t in range(t_len) if any(nd[t] for nd in needs)]
+    n = len(stream)
+    ptr = [0] * len(needs)  # next stream element each PE looks at
+    last = [-1] * len(needs)  # cycle of each PE's last take
+    cycle = 0
+    while True:
+        while True:  # entries and free passes at the start of the cycle, to a fixpoint
+            entered = min(n, min(ptr) + depth)
+            moved = False
+            for q, nd in enumerate(needs):
+                while ptr[q] < entered and not nd[stream[ptr[q]]]:
+                    ptr[q] += 1
+                    moved = True
+            if not moved:
+                break
+        if all(p_ >= n for p_ in ptr):
+            return max(last) + 1 if n else 0
+        for q, nd in enumerate(needs):
+            taken = 0
+            while ptr[q] < entered and taken < p:
+                if nd[stream[ptr[q]]]:
+                    taken += 1
+                    last[q] = cycle
+                ptr[q] += 1
+        cycle += 1
+
+
+def _groups(rows: int, cols: int, scope: str) -> list[list[int]]:
+    if scope == "array":
+        return [list(range(rows * cols))]
+    if scope == "row":
+        return [[r * cols + c for c in range(cols)] for r in range(rows)]
+    return [[r * cols + c for r in range(rows)] for c in range(cols)]
+
+
+def _fold_steps(need: list[list[bool]], hw: HwConfig, chunk: int) -> int:
+    """Cycles a fold spends stepping its pairs under ``hw.sync``, fill apart."""
+    sy = hw.sync
+    p = hw.array.macs_per_pe
+    la = sy.lookahead or p
+    t_len = len(need[0]) if need else 0
+    worst = 0
+    for group in _groups(hw.array.rows, hw.array.cols, sy.scope):
+        needs = [need[q] for q in group]
+        if sy.mode == "lockstep":
+            v = _pe_window_cycles(needs, 0, t_len, p, la)
+        elif sy.mode == "fifo":
+            v = _fifo_cycles(needs, p, sy.fifo_depth)
+        else:  # barrier, decoupled: PEs independent between barriers
+            v = sum(max(_pe_window_cycles([nd], t0, min(t0 + chunk, t_len), p, la)
+                        for nd in needs) for t0 in range(0, t_len, chunk))
+        worst = max(worst, v)
+    return worst
 
 
 def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
                   kept: list[list[int]] | None = None,
                   pad: list[list[bool]] | None = None,
                   ) -> tuple[dict[str, int], dict[tuple[int, int], int]]:
-    """Step ``a[M, K] @ w[K, N]`` cycle by cycle: the MAC counts and the compute cycles
-    of every fold, keyed by (rows-dim tile, cols-dim tile).
+    """``a[M, K] @ w[K, N]`` pair by pair: the MAC counts and the compute cycles of every
+    fold, keyed by (rows-dim tile, cols-dim tile).
 
     ``kept`` (N:M weights) lists, per column n, the kept slots k in increasing order;
-    a pair on any other k is skipped by the structure. On os the PE's walk over k meets
-    those pairs as skips (free); on ws the rows dim is the compressed index k', so they
-    are on no PE at all and are counted as skipped here.
+    a pair on any other k is skipped by the structure and takes no time: on os a PE
+    walks the kept slots of its column (time is the compressed index k'), on ws the
+    rows dim is the compressed index k'.
 
     ``pad[m][k]`` (given when the design skips padding) marks A's im2col padding
     positions: their pairs are never issued, take no slot and count as padding."""
     m_dim, k_dim = a.shape
     n_dim = w.shape[1]
-    rows, cols, p = hw.array.rows, hw.array.cols, hw.array.macs_per_pe
+    rows, cols = hw.array.rows, hw.array.cols
     flow, policy = hw.dataflow, hw.zero_policy
-    d_rows, d_cols, d_time = _dims(flow, m_dim, k_dim, n_dim)
     a_list = a.tolist()
     w_list = w.tolist()
-
     counts = dict.fromkeys(FIELDS + SKIP_FIELDS, 0)
     counts["macs_dense"] = m_dim * k_dim * n_dim
     cost = _SkipCost(hw, kept is not None)
-    n_pad = 0  # padding pairs put in queues as free skips
-    kept_sets = None
-    if kept is not None:
-        if flow not in ("os", "ws"):
-            raise ValueError(f"N:M weights need dataflow os or ws, got {flow!r}")
-        kept_sets = [set(col) for col in kept]
-        k_kept = len(kept[0])
-        if flow == "ws":
-            d_rows = k_kept  # rows are the compressed index k'
+    if kept is not None and flow not in ("os", "ws"):
+        raise ValueError(f"N:M weights need dataflow os or ws, got {flow!r}")
+    kept_sets = None if kept is None else [set(col) for col in kept]
+
+    kinds: dict[tuple[int, int, int], str] = {}  # (m, k, n) -> what the pair is
+    for m in range(m_dim):
+        for k in range(k_dim):
             for n in range(n_dim):
-                for k in range(k_dim):
-                    if k not in kept_sets[n]:  # pairs on no PE
-                        for m in range(m_dim):
-                            key = "macs_padding" if pad and pad[m][k] else "macs_skipped"
-                            counts[key] += 1
+                if pad is not None and pad[m][k]:
+                    counts["macs_padding"] += 1
+                    continue
+                if kept_sets is not None and k not in kept_sets[n]:
+                    counts["macs_skipped"] += 1  # not a kept slot: skipped by the structure
+                    continue
+                kind = _classify(a_list[m][k], w_list[k][n], policy, hw.gate_on)
+                cost.pair(a_list[m][k], w_list[k][n], kind, counts)
+                counts[{SKIP: "macs_skipped", GATE: "macs_gated",
+                        PERF: "macs_performed"}[kind]] += 1
+                kinds[(m, k, n)] = kind
+    assert (counts["macs_performed"] + counts["macs_gated"] + counts["macs_skipped"]
+            + counts["macs_padding"] == counts["macs_dense"])
+
+    def pair_at(y: int, x: int, t: int) -> tuple[int, int, int]:
+        """(m, k, n) met at step t by the PE holding rows-dim y and cols-dim x."""
+        if flow == "os":
+            return y, (t if kept is None else kept[x][t]), x
+        if flow == "ws":
+            return t, (y if kept is None else kept[x][y]), x
+        return x, y, t
+
+    def needs(y: int, x: int, t: int) -> bool:
+        kind = kinds.get(pair_at(y, x, t))  # None: padding or not a kept slot
+        return kind is not None and kind != SKIP
+
+    d_rows, d_cols, d_time = _dims(flow, m_dim, k_dim, n_dim)
+    if kept is not None:
+        if flow == "os":
+            d_time = len(kept[0])
+        else:
+            d_rows = len(kept[0])
+    chunk = _chunk(hw, d_time)
+    perm = _balance(hw, d_rows, d_cols, d_time, chunk, needs)
     fill = _fill(flow, rows, cols)
     fold_cycles: dict[tuple[int, int], int] = {}
     for i in range(math.ceil(d_rows / rows)):
         for j in range(math.ceil(d_cols / cols)):
-            queues: list[deque[str]] = []
+            need = []
             for r in range(rows):
                 for c in range(cols):
-                    row_idx, col_idx = i * rows + r, j * cols + c
-                    if row_idx >= d_rows or col_idx >= d_cols:
-                        continue  # idle PE in this fold
-                    q: deque[str] = deque()
-                    for t in range(d_time):
-                        if kept is not None and flow == "ws":
-                            # PE (k', n) holds w[k, n], k the k'-th kept slot of column n
-                            m, n = t, col_idx
-                            k = kept[n][row_idx]
-                        else:
-                            m, k, n = _mnk(flow, row_idx, col_idx, t)
-                        if pad is not None and pad[m][k]:
-                            q.append(SKIP)  # padding: never issued
-                            n_pad += 1
-                        elif kept_sets is not None and k not in kept_sets[n]:
-                            q.append(SKIP)  # not a kept slot: skipped by the structure
-                        else:
-                            kind = _classify(a_list[m][k], w_list[k][n], policy, hw.gate_on)
-                            cost.pair(a_list[m][k], w_list[k][n], kind, counts)
-                            q.append(kind)
-                    queues.append(q)
+                    y, slot = i * rows + r, j * cols + c
+                    if y >= d_rows or slot >= d_cols:
+                        need.append([False] * d_time)  # idle PE in this fold
+                    else:
+                        need.append([needs(y, perm[min(t // chunk, len(perm) - 1)][slot], t)
+                                     for t in range(d_time)])
+            steps = _fold_steps(need, hw, chunk)
+            if hw.array.fold_overlap and hw.timing != "scalesim":
+                fold_cycles[(i, j)] = max(steps, rows) + (fill if (i, j) == (0, 0) else 0)
+            else:
+                fold_cycles[(i, j)] = fill + steps
             counts["folds"] += 1
-            fold_cycles[(i, j)] = fill + _step_fold(queues, p, counts)
             counts["compute_cycles"] += fold_cycles[(i, j)]
-    counts["macs_skipped"] -= n_pad
-    counts["macs_padding"] += n_pad
-    assert (
-        counts["macs_performed"] + counts["macs_gated"] + counts["macs_skipped"]
-        + counts["macs_padding"] == counts["macs_dense"]
-    )
     return counts, fold_cycles
+
+
+def _chunk(hw: HwConfig, d_time: int) -> int:
+    """Time steps between barriers (the whole fold for lockstep and fifo)."""
+    if hw.sync.mode == "barrier":
+        return max(1, min(hw.sync.barrier_steps, d_time))
+    if hw.sync.mode == "decoupled":
+        bits = {"os": hw.precision.a_bits + hw.precision.w_bits, "ws": hw.precision.a_bits,
+                "is": hw.precision.w_bits}[hw.dataflow]
+        return max(1, min(hw.array.pe_buffer_bytes * 8 // bits, d_time))
+    return max(1, d_time)
+
+
+def _balance(hw: HwConfig, d_rows: int, d_cols: int, d_time: int, chunk: int,
+             needs: Any) -> list[list[int]]:
+    """perm[chunk][slot]: the cols-dim index PE column slot holds in each chunk (one
+    chunk unless greedy_chunk): indices sorted by their needed steps, most first."""
+    if hw.sync.balance == "none":
+        return [list(range(d_cols))]
+    size = chunk if hw.sync.balance == "greedy_chunk" else max(1, d_time)
+    perms = []
+    for t0 in range(0, max(1, d_time), size):
+        work = [sum(needs(y, x, t) for y in range(d_rows)
+                    for t in range(t0, min(t0 + size, d_time))) for x in range(d_cols)]
+        perms.append(sorted(range(d_cols), key=lambda x: (-work[x], x)))
+    return perms

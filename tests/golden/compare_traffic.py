@@ -44,7 +44,7 @@ def hw_of(row: dict, user: bool):
     return accelsim.load_hwconfig({
         "name": "scalesim_like", "array": {"rows": int(row["array_rows"]),
                                            "cols": int(row["array_cols"])},
-        "dataflow": row["dataflow"], "zero_policy": "none",
+        "dataflow": row["dataflow"], "zero_policy": "none", "timing": "scalesim",
         "precision": {"a_bits": 8, "w_bits": 8, "out_bits": 8},
         "memory": {"dram": {"bandwidth_bytes_per_cycle": bw},
                    "glb": {"a_kib": kib[0], "w_kib": kib[1], "out_kib": kib[2],
