@@ -332,10 +332,11 @@ def fold_steps_kernel(a, w, pad, has_pad, idx, has_nm, active, perm, flow, ua, u
                             lo, hi, st = g * cols, (g + 1) * cols, 1
                         else:
                             lo, hi, st = g, npe, cols
-                        u[:tt] = 0
-                        for q in range(lo, hi, st):
-                            for t in range(tt):
-                                u[t] |= s[q, t]
+                        if mode != 1:  # barrier PEs pass steps on their own
+                            u[:tt] = 0
+                            for q in range(lo, hi, st):
+                                for t in range(tt):
+                                    u[t] |= s[q, t]
                         if mode == 0:
                             v = _window(s, u, lo, hi, st, 0, tt, p, la)
                         elif mode == 1:

@@ -258,7 +258,7 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
                         need.append([needs(y, perm[min(t // chunk, len(perm) - 1)][slot], t)
                                      for t in range(d_time)])
             steps = _fold_steps(need, hw, chunk)
-            if hw.array.fold_overlap and hw.timing != "scalesim":
+            if hw.fold_overlap:
                 fold_cycles[(i, j)] = max(steps, rows) + (fill if (i, j) == (0, 0) else 0)
             else:
                 fold_cycles[(i, j)] = fill + steps
@@ -272,9 +272,7 @@ def _chunk(hw: HwConfig, d_time: int) -> int:
     if hw.sync.mode == "barrier":
         return max(1, min(hw.sync.barrier_steps, d_time))
     if hw.sync.mode == "decoupled":
-        bits = {"os": hw.precision.a_bits + hw.precision.w_bits, "ws": hw.precision.a_bits,
-                "is": hw.precision.w_bits}[hw.dataflow]
-        return max(1, min(hw.array.pe_buffer_bytes * 8 // bits, d_time))
+        return max(1, min(hw.pe_buffer_steps(), d_time))
     return max(1, d_time)
 
 
