@@ -4,6 +4,7 @@ from accelsim.analysis import plot
 from accelsim.analysis.inspect import inspect_totals, inspect_trace
 from accelsim.analysis.report import simulate, totals, with_totals
 from accelsim.analysis.sweep import load_results, pareto, sweep
+from accelsim.analysis.validate import validate
 from accelsim.errors import AccelsimError, ConfigError, SimulationError, TraceError
 from accelsim.io.hwconfig import HwConfig, load_hwconfig
 from accelsim.io.trace import Layer, Trace, load_trace, write_trace
@@ -42,6 +43,7 @@ __all__ = [
     "totals",
     "trace_onnx",
     "trace_torch",
+    "validate",
     "with_totals",
     "write_trace",
 ]

@@ -529,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=_cmd_trace_onnx)
     from accelsim.cli.sweep import register
     register(sub)
+    from accelsim.cli.validate import register as register_validate
+    register_validate(sub)
     return p
 
 

@@ -56,7 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from scalesim_runner import config_text  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-CYCLES_CSV = HERE / "scalesim_cycles.csv"
+# package data, so that `accelsim validate` has it after a plain install (a symlink here)
+CYCLES_CSV = HERE.parents[1] / "accelsim" / "analysis" / "data" / "scalesim_cycles.csv"
 STALLS_CSV = HERE / "scalesim_stalls.csv"
 
 # SCALE-Sim hard-codes a 1-byte word (single_layer_sim.py: word_size = 1).

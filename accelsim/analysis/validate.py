@@ -1,0 +1,344 @@
+"""``accelsim validate``: published and analytic results the model must reproduce.
+
+Each check runs the model (never a stored number of accelsim's own) and compares one
+quantity with what a source gives: a closed form, a SCALE-Sim run, or a paper's
+figure. A check's row names the source beside the number it gives, accelsim's number,
+the tolerance and whether it passed. Checks that need a bundled trace report
+``skipped`` (with the reason) when the trace directory is not there, e.g. after a
+plain ``pip install`` outside a checkout; pass ``traces=`` to point at it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from accelsim.errors import ConfigError
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SCALESIM_CSV = DATA_DIR / "scalesim_cycles.csv"
+#: where the bundled traces live in a source checkout
+DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "traces"
+
+COLUMNS = ("check", "source", "source_value", "accelsim_value", "tolerance", "status",
+           "detail")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one check measured: ``value`` is accelsim's number (for the table),
+    ``passed`` None when the check could not run (``detail`` says why)."""
+
+    value: str
+    passed: bool | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    source: str
+    source_value: str
+    tolerance: str
+    run: Callable[[Path], Outcome]
+
+
+# --- helpers -------------------------------------------------------------------------
+
+def _hw(base: str | dict, overrides: dict[str, Any] | None = None):
+    from accelsim.io.hwconfig import load_hwconfig
+
+    return load_hwconfig(base, overrides=overrides)
+
+
+def _compute(layer, hw) -> int:
+    from accelsim.model.engine import simulate_layer
+
+    return simulate_layer(layer, hw).compute_cycles
+
+
+def _ones(shape) -> np.ndarray:
+    return np.ones(shape, np.int8)
+
+
+def _iid(rng: np.random.Generator, shape, density: float) -> np.ndarray:
+    """int8 values, nonzero with probability ``density`` (1..127 in magnitude)."""
+    from accelsim.io.synthetic import random_tensor
+
+    return random_tensor(shape, density, rng)
+
+
+def _trace(traces: Path, name: str):
+    from accelsim.io.trace import load_trace
+
+    path = traces / name
+    if not (path / "manifest.yaml").is_file():
+        return None
+    return load_trace(path)
+
+
+def _conv_cycles(trace, hw, layers: Sequence[str]) -> tuple[int, int, int]:
+    """Compute cycles, real (unpadded) input elements and their nonzeros over
+    ``layers``."""
+    from accelsim.model.engine import simulate_layer
+
+    cycles = nnz = size = 0
+    for layer in trace.layers:
+        if layer.name in layers:
+            st = simulate_layer(layer, hw)
+            cycles += st.compute_cycles
+            nnz += st.nnz_a
+            size += st.size_a
+    return cycles, nnz, size
+
+
+# --- the checks ----------------------------------------------------------------------
+
+def _scalesim(_: Path) -> Outcome:
+    """Dense compute cycles on the golden layers equal SCALE-Sim v3's Total Cycles + 1
+    (SCALE-Sim reports the last cycle's index), under ``timing: scalesim``."""
+    from accelsim.io import trace as tr
+    from accelsim.model.workload import gemm_shape
+
+    rows = list(csv.DictReader(SCALESIM_CSV.open(newline="")))
+    bad = []
+    for row in rows:
+        hw = _hw({"name": "scalesim_golden",
+                  "array": {"rows": int(row["array_rows"]), "cols": int(row["array_cols"])},
+                  "dataflow": row["dataflow"], "zero_policy": "none", "timing": "scalesim"})
+        m, k, n = int(row["m"]), int(row["k"]), int(row["n"])
+        if row["kind"] == "gemm":
+            layer = tr.linear(row["layer"], _ones((m, k)), _ones((n, k)))
+        else:
+            c, f = int(row["channels"]), int(row["num_filters"])
+            kh, kw, s = int(row["filt_h"]), int(row["filt_w"]), int(row["stride"])
+            layer = tr.conv2d(row["layer"], _ones((1, c, int(row["ifmap_h"]),
+                                                   int(row["ifmap_w"]))),
+                              _ones((f, c, kh, kw)), stride=s)
+            shape = gemm_shape(layer)
+            if (shape.m, shape.k, shape.n) != (m, k, n):
+                # SCALE-Sim rounds the output size up; run the GEMM it actually ran
+                layer = tr.linear(row["layer"], _ones((m, k)), _ones((n, k)))
+        if _compute(layer, hw) != int(row["scalesim_total_cycles"]) + 1:
+            bad.append(f"{row['layer']}/{row['dataflow']}/{row['array_rows']}x"
+                       f"{row['array_cols']}")
+    ok = len(rows) - len(bad)
+    return Outcome(f"{ok}/{len(rows)} exact", not bad and len(rows) > 0,
+                   "mismatch: " + ", ".join(bad[:5]) if bad else
+                   f"{len(rows)} layer x dataflow x array runs")
+
+
+def _lockstep_iid(density: float, rows: int = 16, cols: int = 16, k: int = 4096,
+                  row_folds: int = 4, seed: int = 1) -> Callable[[Path], Outcome]:
+    def run(_: Path) -> Outcome:
+        from accelsim.io import trace as tr
+
+        rng = np.random.default_rng(seed)
+        m = rows * row_folds
+        a = _iid(rng, (m, k), density)
+        w = _ones((cols, k))
+        base = {"name": "lockstep_iid", "array": {"rows": rows, "cols": cols},
+                "dataflow": "os", "sync": {"mode": "lockstep"}}
+        dense = _compute(tr.linear("dense", a, w), _hw(base | {"zero_policy": "none"}))
+        sparse = _compute(tr.linear("sparse", a, w), _hw(base | {"zero_policy": "skip_a"}))
+        # dense = fill + row_folds * K: the fill is taken from the dense twin, not assumed
+        fill = dense - row_folds * k
+        t_over_k = (sparse - fill) / (row_folds * k)
+        expect = 1.0 - (1.0 - density) ** rows
+        # each step is kept with probability `expect`, independently: binomial error
+        sigma = math.sqrt(expect * (1 - expect) / (row_folds * k))
+        ok = abs(t_over_k - expect) <= 4 * sigma
+        return Outcome(f"{t_over_k:.4f}", ok,
+                       f"closed form {expect:.4f}, d={density}, R={rows}, "
+                       f"K={k} x {row_folds} folds, 4 sigma = {4 * sigma:.4f}")
+    return run
+
+
+def _nm_2to4(dataflow: str, k: int = 1024) -> Callable[[Path], Outcome]:
+    def run(_: Path) -> Outcome:
+        from accelsim.io import trace as tr
+        from accelsim.model.sparsity import prune_nm
+
+        rng = np.random.default_rng(7)
+        m, n = 64, 64
+        layer = tr.linear("fc", _iid(rng, (m, k), 1.0), _iid(rng, (n, k), 1.0))
+        pruned = prune_nm(tr.Trace("nm", (layer,)), 2, 4)[0].layers[0]
+        over = {"dataflow": dataflow}
+        twin = _compute(layer, _hw("sparse_tc_os_16x16", over | {"structured.n": 0}))
+        nm = _compute(pruned, _hw("sparse_tc_os_16x16", over))
+        ratio = twin / nm
+        return Outcome(f"{ratio:.4f}x", abs(ratio - 2.0) <= 0.02,
+                       f"sparse_tc_os_16x16 dataflow {dataflow}, M=N=64, K={k}: {twin} / "
+                       f"{nm} compute cycles (the fill, paid once, is what keeps it "
+                       f"under 2)")
+    return run
+
+
+#: Cnvlutin's premise: conv layers whose inputs are ReLU outputs (conv1 takes the
+#: image and is left out, as Cnvlutin processes the first layer densely), about 44% zeros
+CNV_TRACE = "moving_digits"
+CNV_LAYERS = ("conv2", "conv3")
+CNV_RANGE = (1.24, 1.55)
+
+
+def _cnvlutin_speedups(traces: Path) -> tuple[float, float, float] | str:
+    trace = _trace(traces, CNV_TRACE)
+    if trace is None:
+        return f"trace {traces / CNV_TRACE} not found"
+    base = "cnvlutin_brick_16x16"
+    dense, nnz, size = _conv_cycles(trace, _hw(base, {"zero_policy": "none",
+                                                      "formats.a.kind": "dense"}),
+                                    CNV_LAYERS)
+    brick = _conv_cycles(trace, _hw(base), CNV_LAYERS)[0]
+    # each PE holding a whole fiber of activations (4 KiB) may run on alone
+    free = _conv_cycles(trace, _hw(base, {"sync.mode": "decoupled",
+                                          "array.pe_buffer_bytes": 4096}), CNV_LAYERS)[0]
+    return dense / brick, dense / free, 1.0 - nnz / size
+
+
+def _cnvlutin_brick(traces: Path) -> Outcome:
+    got = _cnvlutin_speedups(traces)
+    if isinstance(got, str):
+        return Outcome("-", None, got)
+    brick, _, zeros = got
+    lo, hi = CNV_RANGE
+    return Outcome(f"{brick:.3f}x", lo <= brick <= hi,
+                   f"{CNV_TRACE} {'+'.join(CNV_LAYERS)} ({zeros:.1%} zero inputs), "
+                   f"cnvlutin_brick_16x16 over its zero_policy none twin, compute cycles")
+
+
+def _cnvlutin_decoupled(traces: Path) -> Outcome:
+    got = _cnvlutin_speedups(traces)
+    if isinstance(got, str):
+        return Outcome("-", None, got)
+    brick, free, _ = got
+    return Outcome(f"{free:.3f}x", free > brick,
+                   f"the same array with decoupled PEs (4 KiB buffers): above the "
+                   f"brick-synchronised {brick:.3f}x, i.e. the bricks cost speed")
+
+
+SPARTEN_TRACE = "digits_cnn_pruned"
+SPARTEN_LAYERS = ("conv1", "conv2", "conv3")
+#: SparTen's average speedup over a dense array with greedy balancing (its abstract)
+SPARTEN_OVER_DENSE = 4.7
+
+
+def _sparten(traces: Path) -> Outcome:
+    trace = _trace(traces, SPARTEN_TRACE)
+    if trace is None:
+        return Outcome("-", None, f"trace {traces / SPARTEN_TRACE} not found")
+    base = "sparten_decoupled_16x16"
+    cyc = {b: _conv_cycles(trace, _hw(base, {"sync.balance": b}), SPARTEN_LAYERS)[0]
+           for b in ("none", "greedy_filter", "greedy_chunk")}
+    dense = _conv_cycles(trace, _hw(base, {"zero_policy": "none", "sync.mode": "lockstep",
+                                          "sync.balance": "none"}), SPARTEN_LAYERS)[0]
+    gs = cyc["none"] / cyc["greedy_filter"]
+    gh = cyc["none"] / cyc["greedy_chunk"]
+    best = dense / cyc["greedy_chunk"]
+    ok = 1.0 < gs <= gh and best <= SPARTEN_OVER_DENSE
+    return Outcome(f"{gs:.3f}x / {gh:.3f}x", ok,
+                   f"{SPARTEN_TRACE} conv layers, sparten_decoupled_16x16: greedy_filter / "
+                   f"greedy_chunk over balance none; {best:.2f}x over the dense twin")
+
+
+def _delta(_: Path) -> Outcome:
+    """Delta processing of a linear layer: dense / performed MACs = 1 / (1 - Gamma),
+    Gamma the fraction of zero deltas, computed here from the values with numpy."""
+    from accelsim.io import trace as tr
+
+    rng = np.random.default_rng(3)
+    frames, tokens, fin, fout = 24, 4, 256, 64
+    x = np.empty((frames, tokens, fin), np.int8)
+    x[0] = rng.integers(-100, 100, (tokens, fin))
+    for t in range(1, frames):  # ~70% of the inputs keep their value from frame to frame
+        step = rng.integers(-3, 4, (tokens, fin)) * (rng.random((tokens, fin)) < 0.3)
+        x[t] = np.clip(x[t - 1].astype(np.int16) + step, -127, 127)
+    layer = tr.linear("rnn_fc", x, _iid(rng, (fout, fin), 1.0), frames=True)
+    from accelsim.model.engine import simulate_layer
+
+    st = simulate_layer(layer, _hw("delta_ws_16x16", {"delta.threshold": 0}))
+    deltas = np.concatenate([x[:1], np.diff(x.astype(np.int16), axis=0)])
+    gamma = float(np.mean(deltas == 0))
+    expect = 1.0 / (1.0 - gamma)
+    got = st.gemm.macs_dense / st.gemm.macs_performed
+    return Outcome(f"{got:.4f}x", math.isclose(got, expect, rel_tol=1e-12),
+                   f"Gamma = {gamma:.4f} over {frames} frames (frame 0 is its own delta), "
+                   f"1/(1-Gamma) = {expect:.4f}; delta_ws_16x16, threshold 0")
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("scalesim_dense_cycles",
+          "SCALE-Sim v3 runs, 13 conv + 13 GEMM shapes x os/ws/is x 3 arrays "
+          "(scalesim_cycles.csv; tests/golden/README.md)",
+          "Total Cycles + 1", "exact", _scalesim),
+    *(Check(f"lockstep_os_skip_a_d{d:g}",
+            "closed form: a lockstep step is skipped only if all R rows' activations "
+            "are zero, E[T]/K = 1 - (1 - d)^R (docs/timing.md)",
+            f"{1 - (1 - d) ** 16:.4f}", "4 sigma (binomial)", _lockstep_iid(d))
+      for d in (0.01, 0.05, 0.2)),
+    *(Check(f"nm_2to4_dense_acts_{f}",
+            "2:4 structured sparsity halves the MACs of every output on dense "
+            "activations (NVIDIA A100 whitepaper, 2020: 2x math throughput)",
+            "2x", "+-1%", _nm_2to4(f))
+      for f in ("os", "ws")),
+    Check("cnvlutin_brick_speedup",
+          "Albericio et al., Cnvlutin, ISCA 2016, abstract: 1.24x-1.55x (1.37x on "
+          "average) over DaDianNao, whose CNNs have 44% zero activations on average",
+          "1.24x-1.55x", "inside the range", _cnvlutin_brick),
+    Check("cnvlutin_decoupled_overshoots",
+          "same paper: lanes wait for the brick with the most nonzeros; without that "
+          "barrier the speedup must be higher",
+          "> brick speedup", "strictly higher", _cnvlutin_decoupled),
+    Check("sparten_greedy_balancing",
+          "Gondimalla et al., SparTen, MICRO 2019, abstract: greedy "
+          "balancing (GB-S whole filters, GB-H finer grain) removes load imbalance; "
+          "4.7x over dense on average",
+          "GB-S > none, GB-H >= GB-S, <= 4.7x over dense", "direction and bound",
+          _sparten),
+    Check("delta_linear_mac_reduction",
+          "Neil et al., Delta Networks, ICML 2017: compute falls with the "
+          "occupancy of the delta vector, dense/sparse = 1/(1 - Gamma)",
+          "1/(1 - Gamma)", "exact (1e-12)", _delta),
+)
+
+
+def check_names() -> list[str]:
+    return [c.name for c in CHECKS]
+
+
+def validate(traces: str | Path | None = None,
+             checks: Iterable[str] | None = None):
+    """Run the validation checks; one DataFrame row per check with the columns
+    :data:`COLUMNS`. ``status`` is ``pass``, ``fail`` or ``skipped`` (a bundled trace is
+    missing; ``detail`` says which). ``traces`` is the bundled-trace directory (default:
+    the checkout's ``traces/``); ``checks`` selects checks by name."""
+    import pandas as pd
+
+    root = Path(traces) if traces is not None else DEFAULT_TRACES
+    chosen = list(CHECKS)
+    if checks is not None:
+        names = list(checks)
+        known = set(check_names())
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            import difflib
+
+            hint = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            raise ConfigError(f"validate: unknown check {unknown[0]!r}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else
+                                 f"; the checks are {', '.join(sorted(known))}"))
+        chosen = [c for c in CHECKS if c.name in names]
+    rows = []
+    for c in chosen:
+        out = c.run(root)
+        status = "skipped" if out.passed is None else ("pass" if out.passed else "fail")
+        rows.append({"check": c.name, "source": c.source, "source_value": c.source_value,
+                     "accelsim_value": out.value, "tolerance": c.tolerance,
+                     "status": status, "detail": out.detail})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
