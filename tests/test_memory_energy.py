@@ -257,3 +257,55 @@ def test_partition_too_small_for_a_tile():
         accelsim.load_hwconfig("sparse_os_16x16", {"memory.dram.type": "SDRAM"})
     with pytest.raises(ConfigError, match="formats.a.kind: expected one of dense, bitmask"):
         accelsim.load_hwconfig("sparse_os_16x16", {"formats.a.kind": "zip"})
+
+
+def _buf_layer():
+    rng = np.random.default_rng(11)
+    return tr.linear("fc", random_tensor((24, 40), 0.5, rng), random_tensor((12, 40), 0.6, rng))
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_decoupled_pe_buffers_are_counted_and_priced(dataflow):
+    layer = _buf_layer()
+    base = hw_dict(4, 4, dataflow, "skip_a")
+    lock = accelsim.load_hwconfig(base)
+    dec = accelsim.load_hwconfig(base | {"sync": {"mode": "decoupled"},
+                                         "array": base["array"] | {"pe_buffer_bytes": 512}})
+    s_lock, s_dec = simulate_layer(layer, lock), simulate_layer(layer, dec)
+    c_lock, c_dec = s_lock.as_dict(), s_dec.as_dict()
+    step = {"os": 2, "ws": 1, "is": 1}[dataflow]  # int8 operands streamed per time step
+    slots = c_dec["macs_performed"] + c_dec["macs_gated"]
+    assert c_dec["pe_buf_write_bytes"] == slots * step > 0
+    assert c_dec["pe_buf_read_bytes"] == c_dec["macs_performed"] * step
+    assert all(c_lock[k] == 0 for k in ("pe_buf_read_bytes", "pe_buf_write_bytes",
+                                        "acc_buf_read_bytes", "acc_buf_write_bytes"))
+    # decoupled ws/is rows drift apart: one partial-sum read and write per performed MAC
+    acc = c_dec["macs_performed"] * 4 if dataflow != "os" else 0
+    assert c_dec["acc_buf_read_bytes"] == c_dec["acc_buf_write_bytes"] == acc
+    p = prices(dec, load_energy_table(dec.energy))
+    e = energy_of(c_dec, p)
+    without = energy_of(c_dec | dict.fromkeys(("pe_buf_read_bytes", "pe_buf_write_bytes",
+                                               "acc_buf_read_bytes", "acc_buf_write_bytes"),
+                                              0), p)
+    extra = (c_dec["pe_buf_read_bytes"] + c_dec["pe_buf_write_bytes"]) * p["pe_buf"] + \
+        (c_dec["acc_buf_read_bytes"] + c_dec["acc_buf_write_bytes"]) * p["acc_buf"]
+    assert e["energy_rf_pj"] - without["energy_rf_pj"] == pytest.approx(extra, rel=1e-12)
+    assert p["leakage_per_cycle"] > prices(lock, load_energy_table(lock.energy))[
+        "leakage_per_cycle"]
+    from accelsim.model.area import area_of
+
+    assert area_of(dec)["area_pe_mm2"] > area_of(lock)["area_pe_mm2"]
+
+
+def test_row_scope_on_ws_charges_the_accumulator_buffer():
+    layer = _buf_layer()
+    base = hw_dict(4, 4, "ws", "skip_a")
+    row = accelsim.load_hwconfig(base | {"sync": {"mode": "barrier", "barrier_steps": 4,
+                                                  "scope": "row"}})
+    arr = accelsim.load_hwconfig(base | {"sync": {"mode": "barrier", "barrier_steps": 4}})
+    c_row, c_arr = simulate_layer(layer, row).as_dict(), simulate_layer(layer, arr).as_dict()
+    assert c_row["acc_buf_write_bytes"] == c_row["macs_performed"] * 4 > 0
+    assert c_arr["acc_buf_write_bytes"] == 0
+    os_row = accelsim.load_hwconfig(hw_dict(4, 4, "os", "skip_a") | {
+        "sync": {"mode": "barrier", "barrier_steps": 4, "scope": "row"}})
+    assert simulate_layer(layer, os_row).as_dict()["acc_buf_write_bytes"] == 0

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from accelsim.model.kvcache import KV_KEYS
-from accelsim.model.memory import HOP_KEYS, STATE_KEYS, TRAFFIC_KEYS
+from accelsim.model.memory import HOP_KEYS, PE_BUF_KEYS, STATE_KEYS, TRAFFIC_KEYS
 from accelsim.model.skipcost import SKIP_KEYS
 from accelsim.model.threshold import COLUMNS as THR_COLUMNS
 
@@ -181,6 +181,10 @@ _OPERAND = {"a": "activations (A)", "w": "weights (W)", "psum": "partial sums",
 
 def _traffic_meaning(name: str) -> str:
     parts = name[: -len("_bytes")].split("_")
+    if parts[1] == "buf":  # <pe|acc>_buf_<read|write>_bytes
+        what = ("decoupled PE operand buffers" if parts[0] == "pe" else
+                "PE accumulator buffers (ws/is rows that drift apart)")
+        return f"{what}: {parts[2]}s"
     if parts[0] == "pe":  # pe_hop_<op>_bytes
         return f"PE-to-PE transfers of {_OPERAND[parts[2]]} (one per hop)"
     if parts[0] == "state":  # state_<ref|acc>_<read|write>_bytes
@@ -196,7 +200,7 @@ def _build() -> dict[str, Column]:
     out: dict[str, Column] = {}
     for name, kind, group, meaning in _ENTRIES:
         out[name] = Column(name, kind, meaning, group)
-    for name in (*TRAFFIC_KEYS, *HOP_KEYS, *STATE_KEYS, *KV_KEYS):
+    for name in (*TRAFFIC_KEYS, *HOP_KEYS, *PE_BUF_KEYS, *STATE_KEYS, *KV_KEYS):
         if name.endswith("_bytes") and name not in out:
             group = ("delta" if name.startswith("state_") else
                      "kv" if "_kv_" in name else "traffic")

@@ -14,14 +14,14 @@ from accelsim.io.trace import Trace, load_trace
 from accelsim.model.energy import energy_of, load_energy_table, prices
 from accelsim.model.engine import LayerStats, simulate_layer
 from accelsim.model.kvcache import KV_KEYS
-from accelsim.model.memory import HOP_KEYS, STATE_KEYS, TRAFFIC_KEYS
+from accelsim.model.memory import HOP_KEYS, PE_BUF_KEYS, STATE_KEYS, TRAFFIC_KEYS
 from accelsim.model.skipcost import SKIP_KEYS
 
 #: integer count columns (summed in totals)
 COUNT_COLUMNS = [
     "macs_dense", "macs_performed", "macs_gated", "macs_skipped", "macs_padding",
     "folds", "compute_cycles", "stall_cycles", "cycles", *TRAFFIC_KEYS, *STATE_KEYS,
-    *SKIP_KEYS, *HOP_KEYS,
+    *SKIP_KEYS, *HOP_KEYS, *PE_BUF_KEYS,
     "nm_mux_ops", "delta_gemms_skipped", *KV_KEYS,
 ]
 #: extra column groups the CLI can show with --columns

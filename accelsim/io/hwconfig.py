@@ -294,6 +294,17 @@ class HwConfig:
         """Time steps a decoupled PE's operand buffer holds (0 without a buffer)."""
         return self.array.pe_buffer_bytes * 8 // self.stream_bits()
 
+    def pe_buffered(self) -> bool:
+        """Decoupled PEs stream their operands through a per-PE buffer."""
+        return self.sync.mode == "decoupled" and self.array.pe_buffer_bytes > 0
+
+    def acc_buffered(self) -> bool:
+        """On ws and is, rows that drift apart (``scope: row``, or decoupled PEs) cannot
+        pass partial sums down systolically: each PE reads and writes its partial sum
+        in a local accumulator buffer per MAC (docs/timing.md)."""
+        return self.dataflow in ("ws", "is") and (self.sync.scope == "row"
+                                                 or self.sync.mode == "decoupled")
+
     @property
     def fold_overlap(self) -> bool:
         return self.array.fold_overlap and self.timing != "scalesim"

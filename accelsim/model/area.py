@@ -22,6 +22,9 @@ in a design-space sweep; it is not a floorplan. Area = PE array + global buffer:
     activations (Albericio et al., ISCA 2016). Two-sided skipping (``skip_both``) adds
     twice that, 8.98% (*derived assumption*: both operands need the zero-detect and
     offset logic).
+* **Decoupled PE buffers** (``array.pe_buffer_bytes`` under ``sync.mode: decoupled``)
+  are priced at the global buffer's SRAM density below (*assumption*: a buffer of a few
+  hundred bytes is an SRAM macro, not flip-flops).
 * **Global buffer** (SRAM): Intel's 45 nm 6T bitcell is 0.346 µm² (Mistry et al., IEDM
   2007). With an array efficiency of 50% (*assumption*: decoders, sense amplifiers and
   I/O take the other half in small macros) one KiB = 8192 bits takes
@@ -90,6 +93,8 @@ def pe_um2(hw: HwConfig) -> float:
     rf = hw.memory.rf
     rf_bits = 8 * (rf.a_bytes + rf.w_bytes + rf.out_bytes)
     base = hw.array.macs_per_pe * mac_um2(hw) + rf_bits * DFF_UM2
+    if hw.pe_buffered():  # a decoupled PE's operand buffer: SRAM cells, as the GLB's
+        base += hw.array.pe_buffer_bytes / 1024 * SRAM_MM2_PER_KIB * UM2_PER_MM2
     return base * (1.0 + ZERO_POLICY_OVERHEAD[hw.zero_policy])
 
 

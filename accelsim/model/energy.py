@@ -213,9 +213,14 @@ def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
     p["nm_mux"] = table.nm_mux_pj
     p["decode"] = table.decode_pj
     p["pe_hop"] = table.pe_hop_pj_per_byte
+    # a decoupled PE's operand buffer is priced by its size like a register file; an
+    # accumulator buffer like the PE's output register file (docs/energy.md)
+    p["pe_buf"] = table.rf_pj_per_byte(max(1, hw.array.pe_buffer_bytes))
+    p["acc_buf"] = p["rf_out"]
     pes = hw.array.rows * hw.array.cols
-    leak_mw = pes * table.leak_pe_mw + (glb.a_kib + glb.w_kib + glb.out_kib) * \
-        table.leak_sram_mw_per_kib
+    pe_buf_kib = hw.array.pe_buffer_bytes / 1024 if hw.pe_buffered() else 0.0
+    leak_mw = pes * (table.leak_pe_mw + pe_buf_kib * table.leak_sram_mw_per_kib) + \
+        (glb.a_kib + glb.w_kib + glb.out_kib) * table.leak_sram_mw_per_kib
     p["leakage_per_cycle"] = leak_mw / hw.clock_ghz  # mW x ns = pJ
     return p
 
@@ -233,6 +238,9 @@ def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, fl
                  + c.get("rf_w_meta_read_bits", 0) * p["rf_w"] / 8)
     e["rf"] = sum((c[f"rf_{op}_read_bytes"] + c[f"rf_{op}_write_bytes"]) * p[f"rf_{op}"]
                   for op in ("a", "w", "out"))
+    e["rf"] += ((c.get("pe_buf_read_bytes", 0) + c.get("pe_buf_write_bytes", 0)) * p["pe_buf"]
+                + (c.get("acc_buf_read_bytes", 0) + c.get("acc_buf_write_bytes", 0))
+                * p["acc_buf"])
     e["hop"] = sum(c.get(f"pe_hop_{op}_bytes", 0) for op in ("a", "w", "psum")) * p["pe_hop"]
     glb = 0.0
     for op in ("a", "w"):

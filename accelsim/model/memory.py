@@ -125,6 +125,25 @@ def _unique_a_mask(layer: Layer, az: np.ndarray, a_mask: np.ndarray | None) -> n
 
 #: operand bytes forwarded from PE to PE inside the array (docs/energy.md)
 HOP_KEYS = ("pe_hop_a_bytes", "pe_hop_w_bytes", "pe_hop_psum_bytes")
+#: PE-local buffers of the non-systolic sync modes (docs/timing.md)
+PE_BUF_KEYS = ("pe_buf_read_bytes", "pe_buf_write_bytes", "acc_buf_read_bytes",
+               "acc_buf_write_bytes")
+
+
+def pe_buffer_counts(hw: HwConfig, performed: int, gated: int) -> dict[str, int]:
+    """Bytes through the PE-local buffers: a decoupled PE writes every slot-taking pair's
+    streamed operands into its buffer and reads those of every performed pair; an
+    accumulator-buffered PE (ws/is rows that drift) reads and writes one partial sum per
+    performed MAC."""
+    out = dict.fromkeys(PE_BUF_KEYS, 0)
+    if hw.pe_buffered():
+        step = -(-hw.stream_bits() // 8)
+        out["pe_buf_write_bytes"] = (performed + gated) * step
+        out["pe_buf_read_bytes"] = performed * step
+    if hw.acc_buffered():
+        ob = -(-hw.precision.out_bits // 8)
+        out["acc_buf_read_bytes"] = out["acc_buf_write_bytes"] = performed * ob
+    return out
 
 
 def _hops(df: str, grid, on, a_b, w_b, m: int, n: int, k_rows: int, r: int, c: int,
@@ -347,6 +366,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     counts["rf_w_write_bytes"] = counts["glb_w_read_bytes"]
     counts = {key: counts[key] for key in TRAFFIC_KEYS}
     counts.update(_hops(df, grid, on, a_d + a_m, w_d + w_m, m, n, kk, r, c, ob))
+    counts.update(pe_buffer_counts(hw, performed, gated))
     state = _delta_state(layer, hw, npf, m, n, active, changed)
     counts.update(state)
     if max(counts.values()) >= 2**62:

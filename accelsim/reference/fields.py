@@ -68,6 +68,14 @@ SKIP_HOP_FIELDS = (
     "pe_hop_psum_bytes",
 )
 
+#: bytes through the PE-local buffers of decoupled PEs and drifting ws/is rows
+PE_BUF_FIELDS = (
+    "pe_buf_read_bytes",
+    "pe_buf_write_bytes",
+    "acc_buf_read_bytes",
+    "acc_buf_write_bytes",
+)
+
 #: the integer fields every result carries
 ALL_FIELDS = (FIELDS + tuple(k for k in MEMORY_FIELDS if k not in FIELDS)
-              + DELTA_NM_FIELDS + SKIP_HOP_FIELDS)
+              + DELTA_NM_FIELDS + SKIP_HOP_FIELDS + PE_BUF_FIELDS)

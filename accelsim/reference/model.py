@@ -113,6 +113,16 @@ def _run(gemms: list[_Gemm], hw: HwConfig) -> dict[str, int]:
     total["rf_out_write_bytes"] = total["rf_out_read_bytes"]
     total["rf_a_write_bytes"] = total["glb_a_read_bytes"]
     total["rf_w_write_bytes"] = total["glb_w_read_bytes"]
+    # decoupled PEs: each slot-taking pair's streamed operands enter the PE's buffer,
+    # each performed pair's leave it; drifting ws/is rows keep partial sums locally
+    if hw.sync.mode == "decoupled" and hw.array.pe_buffer_bytes > 0:
+        bits = {"os": prec.a_bits + prec.w_bits, "ws": prec.a_bits,
+                "is": prec.w_bits}[hw.dataflow]
+        total["pe_buf_write_bytes"] = slots * math.ceil(bits / 8)
+        total["pe_buf_read_bytes"] = total["macs_performed"] * math.ceil(bits / 8)
+    if hw.dataflow != "os" and (hw.sync.scope == "row" or hw.sync.mode == "decoupled"):
+        total["acc_buf_read_bytes"] = total["macs_performed"] * math.ceil(prec.out_bits / 8)
+        total["acc_buf_write_bytes"] = total["acc_buf_read_bytes"]
     if any(g.nm is not None for g in gemms):
         # every slot-taking kept pair drives the activation-select mux once
         total["nm_mux_ops"] = slots
