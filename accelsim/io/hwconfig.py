@@ -507,3 +507,14 @@ def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value, where=f"{where} (override {key})")
     return build(HwConfig, raw, where)
+
+
+def hwconfig_to_yaml(hw: HwConfig) -> str:
+    """The resolved config as YAML, every key with its value (defaults filled in), in
+    the loader's key order; ``load_hwconfig`` of it gives an equal config."""
+    import yaml
+
+    head = (f"# resolved hardware config {hw.name} (config hash {hw.config_hash()}); every "
+            f"default filled in\n")
+    return head + yaml.safe_dump(hw.to_dict(), sort_keys=False, allow_unicode=True,
+                                 width=100)
