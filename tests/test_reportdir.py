@@ -260,3 +260,42 @@ def test_report_html_in_headless_chromium(report, tmp_path):
     for name in layers:
         assert f"<td class=\"t\">{name}</td>" in dom or f"<td class=t>{name}</td>" in dom
     assert hash_path(DIGITS) in dom
+
+
+def test_compute_report_matches_scalesims_own_runs(tmp_path, capsys):
+    """SCALE-Sim 3.0.0's COMPUTE_REPORT of examples/scalesim/vit_s_block.csv on
+    scale_os_32x32.cfg (tests/golden/scalesim_examples.csv): our Total Cycles are its + 1
+    (it writes the last cycle's index), Overall Util is its dense-MAC formula, Mapping
+    Efficiency its mean fraction of PEs mapped per fold."""
+    ex = ROOT / "examples" / "scalesim"
+    out = tmp_path / "vit"
+    assert main(["simulate", "--scalesim-cfg", str(ex / "scale_os_32x32.cfg"), "--topology",
+                 str(ex / "vit_s_block.csv"), "--report-dir", str(out)]) == 0
+    capsys.readouterr()
+    comp = _scalesim(out / "COMPUTE_REPORT.csv")
+    golden = pd.read_csv(ROOT / "tests" / "golden" / "scalesim_examples.csv")
+    golden = golden[golden["topology"] == "vit_s_block.csv"].reset_index(drop=True)
+    topo = pd.read_csv(ex / "vit_s_block.csv", skipinitialspace=True)
+    assert len(comp) == len(golden) == len(topo) == 5
+    assert list(comp["Total Cycles"]) == list(golden["scalesim_total_cycles"] + 1)
+    assert (comp["Stall Cycles"] == 0).all()  # CALC mode: no stalls
+    m, n, k = topo["M"], topo["N"], topo["K"]
+    assert np.allclose(comp["Overall Util %"],
+                       100 * m * n * k / (comp["Total Cycles"] * 32 * 32))
+    folds = np.ceil(m / 32) * np.ceil(n / 32)
+    assert np.allclose(comp["Mapping Efficiency %"], 100 * m * n / (folds * 32 * 32))
+
+
+def test_config_yaml_round_trips_every_shipped_config(tmp_path):
+    from accelsim.io.hwconfig import hwconfig_to_yaml, shipped_configs
+
+    configs = shipped_configs()
+    assert configs
+    for path in configs:
+        for overrides in ({}, {"memory.dram.bandwidth_bytes_per_cycle": float("inf"),
+                               "array.rows": 7}):
+            hw = load_hwconfig(path, overrides)
+            f = tmp_path / f"{path.stem}.yaml"
+            f.write_text(hwconfig_to_yaml(hw))
+            back = load_hwconfig(f)
+            assert back == hw and back.config_hash() == hw.config_hash(), path.stem
