@@ -217,26 +217,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for line in summary:
             _say(args, line)
     _emit(args, full, columns, fmt, prov, "\n".join(lines + [text] + summary))
-    if args.report_dir:
-        from accelsim.analysis.reportdir import write_report_dir
-
-        write_report_dir(args.report_dir, full, hw, prov, notes=summary, force=args.force)
-        _say(args, f"wrote report {args.report_dir}/ (report.html, layers.csv/.parquet, "
-                   f"COMPUTE_REPORT.csv, BANDWIDTH_REPORT.csv, plots, provenance)")
+    _write_report_dir(args, full, hw, prov, summary)
     return 0
-
-
-def _check_report_dir(args: argparse.Namespace) -> None:
-    """--report-dir DIR is checked before the simulation runs."""
-    if args.force and not args.report_dir:
-        raise AccelsimError("--force: only with --report-dir DIR")
-    if args.report_dir:
-        if args.per_frame:
-            raise AccelsimError("--report-dir: not with --per-frame (the report is per "
-                                "layer)")
-        from accelsim.analysis.reportdir import check_report_dir
-
-        check_report_dir(args.report_dir, force=args.force)
 
 
 def _simulate_inputs(args: argparse.Namespace, overrides: dict):
@@ -425,6 +407,29 @@ def _cmd_trace_onnx(args: argparse.Namespace) -> int:
     for s in res.skipped:
         print(f"not traced: {s.name} ({s.op_type}): {s.reason}")
     return 0
+
+
+def _check_report_dir(args: argparse.Namespace) -> None:
+    """--report-dir DIR is checked before the simulation runs."""
+    if args.force and not args.report_dir:
+        raise AccelsimError("--force: only with --report-dir DIR")
+    if args.report_dir:
+        if args.per_frame:
+            raise AccelsimError("--report-dir: not with --per-frame (the report is per "
+                                "layer)")
+        from accelsim.analysis.reportdir import check_report_dir
+
+        check_report_dir(args.report_dir, force=args.force)
+
+
+def _write_report_dir(args: argparse.Namespace, full: pd.DataFrame, hw, prov: dict,
+                      summary: list[str]) -> None:
+    if args.report_dir:
+        from accelsim.analysis.reportdir import write_report_dir
+
+        write_report_dir(args.report_dir, full, hw, prov, notes=summary, force=args.force)
+        _say(args, f"wrote report {args.report_dir}/ (report.html, layers.csv/.parquet, "
+                   f"COMPUTE_REPORT.csv, BANDWIDTH_REPORT.csv, plots, provenance)")
 
 
 def _output_args(p: argparse.ArgumentParser, what: str) -> None:
