@@ -166,6 +166,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from accelsim.io.hwconfig import parse_override
 
     fmt = _check_output_args(args)
+    _check_report_dir(args)
     overrides = dict(parse_override(s) for s in args.set or [])
     if args.threshold:
         overrides.update(_threshold_overrides(args.threshold))
@@ -216,6 +217,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for line in summary:
             _say(args, line)
     _emit(args, full, columns, fmt, prov, "\n".join(lines + [text] + summary))
+    _write_report_dir(args, full, hw, prov, summary)
     return 0
 
 
@@ -407,6 +409,29 @@ def _cmd_trace_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_report_dir(args: argparse.Namespace) -> None:
+    """--report-dir DIR is checked before the simulation runs."""
+    if args.force and not args.report_dir:
+        raise AccelsimError("--force: only with --report-dir DIR")
+    if args.report_dir:
+        if args.per_frame:
+            raise AccelsimError("--report-dir: not with --per-frame (the report is per "
+                                "layer)")
+        from accelsim.analysis.reportdir import check_report_dir
+
+        check_report_dir(args.report_dir, force=args.force)
+
+
+def _write_report_dir(args: argparse.Namespace, full: pd.DataFrame, hw, prov: dict,
+                      summary: list[str]) -> None:
+    if args.report_dir:
+        from accelsim.analysis.reportdir import write_report_dir
+
+        write_report_dir(args.report_dir, full, hw, prov, notes=summary, force=args.force)
+        _say(args, f"wrote report {args.report_dir}/ (report.html, layers.csv/.parquet, "
+                   f"COMPUTE_REPORT.csv, BANDWIDTH_REPORT.csv, plots, provenance)")
+
+
 def _output_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("-o", "--output", metavar="FILE",
                    help=f"also write {what} to FILE, every column unless --columns, "
@@ -453,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set array.rows=32 (repeatable)")
     _output_args(s, "the per-layer table")
+    s.add_argument("--report-dir", metavar="DIR",
+                   help="also write a report directory: report.html, the resolved "
+                        "config.yaml, provenance.json, layers.csv/.parquet, SCALE-Sim's "
+                        "COMPUTE_REPORT.csv and BANDWIDTH_REPORT.csv, plots as PNG")
+    s.add_argument("--force", action="store_true",
+                   help="with --report-dir: replace an earlier report in DIR")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--columns", metavar="COLS",
                    help="comma-separated columns to print (and to write; docs/columns.md)")

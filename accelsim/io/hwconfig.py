@@ -484,6 +484,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def hwconfig_to_yaml(hw: HwConfig) -> str:
+    """The resolved config as YAML, every key with its value (defaults filled in), in
+    the loader's key order; ``load_hwconfig`` of it gives an equal config."""
+    import yaml
+
+    head = (f"# resolved hardware config {hw.name} (config hash {hw.config_hash()}); every "
+            f"default filled in\n")
+    return head + yaml.safe_dump(hw.to_dict(), sort_keys=False, allow_unicode=True,
+                                 width=100)
+
+
 def resolve_hwconfig_path(path: str | os.PathLike) -> Path:
     """A path as given, else a shipped config by file name or stem."""
     from accelsim.io.paths import check_path, is_file, show_path
