@@ -9,10 +9,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from accelsim.errors import AccelsimError
+
+if TYPE_CHECKING:  # pandas is imported where a command needs it: --help stays fast
+    import pandas as pd
 
 EPILOG = "Run 'accelsim COMMAND --help' for a command's options."
 
@@ -317,6 +319,8 @@ def _prune(trace, spec: str, args: argparse.Namespace):
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from accelsim.analysis.columns import render
     from accelsim.analysis.inspect import inspect_totals, inspect_trace, kv_summary
     from accelsim.analysis.output import provenance
