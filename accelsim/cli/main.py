@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from accelsim.errors import AccelsimError
+from accelsim.errors import AccelsimError, did_you_mean
 
 if TYPE_CHECKING:  # pandas is imported where a command needs it: --help stays fast
     import pandas as pd
@@ -116,7 +116,8 @@ def _pick_columns(args: argparse.Namespace, full: pd.DataFrame, default: list[st
         columns = [c.strip() for c in args.columns.split(",") if c.strip()]
         unknown = [c for c in columns if c not in full.columns]
         if unknown:
-            raise AccelsimError(f"--columns: unknown column {unknown[0]!r}; known: "
+            raise AccelsimError(f"--columns: unknown column {unknown[0]!r}"
+                                f"{did_you_mean(unknown[0], full.columns)}; known: "
                                 f"{', '.join(full.columns)} (docs/columns.md)")
         return columns
     if getattr(args, "all_columns", False):
@@ -224,7 +225,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _simulate_inputs(args: argparse.Namespace, overrides: dict):
     """The trace (a trace directory or a SCALE-Sim --topology) and the hardware (--hw or
     a SCALE-Sim --scalesim-cfg) of ``simulate``; exactly one of each."""
-    from accelsim.io.hwconfig import load_hwconfig
     from accelsim.io.trace import load_trace
 
     if (args.trace is None) == (args.topology is None):
@@ -251,8 +251,27 @@ def _simulate_inputs(args: argparse.Namespace, overrides: dict):
             nm = topology_nm(args.topology)
         hw = load_scalesim_hwconfig(args.scalesim_cfg, overrides, nm=nm)
     else:
-        hw = load_hwconfig(args.hw, overrides)
+        hw = load_hwconfig_cli(args.hw, overrides, args.set)
     return trace, hw
+
+
+def load_hwconfig_cli(name: str, overrides: dict, set_args: list[str] | None):
+    """:func:`load_hwconfig` with an error in a ``--set`` value blamed on that ``--set``
+    argument as typed, not on the YAML file."""
+    from accelsim.errors import ConfigError
+    from accelsim.io.hwconfig import load_hwconfig
+
+    try:
+        return load_hwconfig(name, overrides)
+    except ConfigError as e:
+        key = getattr(e, "override", None)
+        if key is None:
+            raise
+        typed = next((t for t in reversed(set_args or [])
+                      if t.partition("=")[0].strip() == key), None)
+        detail = str(e).split(": ", 1)[1] if ": " in str(e) else str(e)
+        label = f"--set {typed}" if typed is not None else f"override {key}"
+        raise ConfigError(f"{label}: {detail}") from None
 
 
 def _density(text: str | None, which: str) -> float:
