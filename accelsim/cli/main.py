@@ -552,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=_cmd_trace_onnx)
     from accelsim.cli.sweep import register
     register(sub)
+    from accelsim.cli.tools import register as register_tools
+    register_tools(sub)
     return p
 
 
