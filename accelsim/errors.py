@@ -22,6 +22,11 @@ class OutputError(AccelsimError):
     """An output file name, format or result file that cannot be written or read."""
 
 
+class PrecisionWarning(UserWarning):
+    """The config's operand width is narrower than a trace's quantised values: bytes and
+    MAC energy are counted at the config's width, not the data's."""
+
+
 def did_you_mean(word: object, choices: object) -> str:
     """``" (did you mean 'latency_s'?)"`` for the closest of ``choices`` to ``word``
     (difflib, cutoff 0.6), or ``""`` when none is close; for one-line error messages."""

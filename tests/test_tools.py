@@ -94,3 +94,45 @@ def test_python_m_accelsim_runs_list():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "sparse_os_16x16" in proc.stdout
+
+
+def test_precision_narrower_than_the_data_warns_naming_the_layer(root):
+    import accelsim
+    from accelsim.errors import PrecisionWarning
+
+    trace = accelsim.load_trace(root / "traces/digits_cnn")
+    with pytest.warns(PrecisionWarning, match=r"precision.a_bits=3 is narrower than the "
+                                              r"8-bit 'input' values of layer conv1"):
+        accelsim.simulate(trace, "sparse_os_16x16", {"precision.a_bits": 3})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)  # 8-bit config, 8-bit data: silent
+        accelsim.simulate(trace, "sparse_os_16x16")
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["--hw", "sparse_os_16x16", "--functional"],
+     ["--functional: delta.enabled is false, so there is no delta path to check"]),
+    (["--hw", "delta_ws_16x16"],
+     ["delta.enabled: trace digits_cnn has no layer with frames, so delta processing does "
+      "nothing"]),
+    (["--hw", "delta_ws_16x16", "--functional"],
+     ["delta.enabled: trace digits_cnn has no layer", "--functional: trace digits_cnn has "
+      "no layer with frames"]),
+    (["--hw", "sparse_os_16x16", "--set", "precision.a_bits=3"],
+     ["digits_cnn: precision.a_bits=3 is narrower than the 8-bit 'input' values of layer "
+      "conv1"]),
+])
+def test_cli_says_what_would_quietly_do_nothing(argv, want, capsys, root):
+    assert main(["simulate", str(root / "traces/digits_cnn"), "--format", "csv", *argv]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert len(err) == len(want)
+    for line, w in zip(err, want, strict=True):
+        assert line.startswith(f"accelsim: warning: {w}")
+
+
+def test_framed_trace_with_delta_gives_no_warning(capsys, root):
+    assert main(["simulate", str(root / "traces/moving_digits"), "--hw", "delta_ws_16x16",
+                 "--functional", "--format", "csv"]) == 0
+    assert capsys.readouterr().err == ""

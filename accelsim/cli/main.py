@@ -175,6 +175,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     trace, hw = _simulate_inputs(args, overrides)
     if args.prune:
         trace = _prune(trace, args.prune, args)
+    for note in _frame_notes(args, trace, hw):
+        print(f"accelsim: warning: {note}", file=sys.stderr)
     prov = provenance(what="simulate --per-frame" if args.per_frame else "simulate",
                       trace_path=args.trace or args.topology, trace_model=trace.model,
                       hw=hw, argv=args._argv, synthetic=args.topology is not None)
@@ -205,8 +207,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items() if v > 0))
     features = _baseline_overrides(hw)
     if features and not args.no_baseline:
-        base = with_totals(simulate(trace, hw.with_overrides(features),
-                                    max_memory=args.max_memory)).iloc[-1]
+        import warnings
+
+        from accelsim.errors import PrecisionWarning
+
+        with warnings.catch_warnings():  # said once, for the run itself
+            warnings.simplefilter("ignore", PrecisionWarning)
+            base = with_totals(simulate(trace, hw.with_overrides(features),
+                                        max_memory=args.max_memory)).iloc[-1]
         name = " and ".join(f for f in ("delta" if "delta.enabled" in features else "",
                                         "N:M" if "structured.n" in features else "") if f)
         summary.append(comparison_line(tot, base, name))
@@ -220,6 +228,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             _say(args, line)
     _emit(args, full, columns, fmt, prov, "\n".join(lines + [text] + summary))
     return 0
+
+
+def _frame_notes(args: argparse.Namespace, trace, hw) -> list[str]:
+    """What --functional and delta.enabled would quietly not do on this trace."""
+    framed = any(layer.frames and layer.kind != "matmul" for layer in trace.layers)
+    notes = []
+    if hw.delta.enabled and not framed:
+        notes.append(f"delta.enabled: trace {trace.model} has no layer with frames, so delta "
+                     f"processing does nothing (every layer runs in full)")
+    if args.functional and not (hw.delta.enabled and framed):
+        why = (f"trace {trace.model} has no layer with frames" if hw.delta.enabled
+               else "delta.enabled is false")
+        notes.append(f"--functional: {why}, so there is no delta path to check (no "
+                     f"delta_err_* values)")
+    return notes
 
 
 def _simulate_inputs(args: argparse.Namespace, overrides: dict):
