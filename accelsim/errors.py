@@ -20,3 +20,20 @@ class SimulationError(AccelsimError):
 
 class OutputError(AccelsimError):
     """An output file name, format or result file that cannot be written or read."""
+
+
+class PrecisionWarning(UserWarning):
+    """The config's operand width is narrower than a trace's quantised values: bytes and
+    MAC energy are counted at the config's width, not the data's."""
+
+
+def did_you_mean(word: object, choices: object) -> str:
+    """``" (did you mean 'latency_s'?)"`` for the closest of ``choices`` to ``word``
+    (difflib, cutoff 0.6), or ``""`` when none is close; for one-line error messages."""
+    import difflib
+
+    if not isinstance(word, str) or len(word) > 200:
+        return ""
+    names = [c for c in choices if isinstance(c, str)]  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(word, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

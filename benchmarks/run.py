@@ -2,8 +2,14 @@
 
     python benchmarks/run.py                 # accelsim vs numpy (and SCALE-Sim if found)
     python benchmarks/run.py --image 112     # smaller input, quicker
+    python benchmarks/run.py --startup-only  # only the start-up time of `accelsim --help`
 
-It simulates a ResNet-18-shaped synthetic trace (21 conv/fc layers, activation density
+It first times ``accelsim --help`` (the console script beside this Python, else
+``python -m accelsim``) in fresh processes, median of ``--startup-runs`` runs: the
+start-up a user waits for before any command does work (imports only; the target is
+under 0.3 s, which needs ``import accelsim`` not to load numba, pandas or pyarrow).
+
+Then it simulates a ResNet-18-shaped synthetic trace (21 conv/fc layers, activation density
 0.5, weight density 0.4) on a 32x32 output-stationary array with two-sided zero skipping,
 and measures in the same run:
 
@@ -20,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +50,28 @@ def best_of(fn, repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def startup_command() -> list[str]:
+    """``accelsim --help`` as installed beside this Python, else ``python -m accelsim``."""
+    script = Path(sys.executable).with_name("accelsim")
+    if script.is_file():
+        return [str(script), "--help"]
+    found = shutil.which("accelsim")
+    return [found, "--help"] if found else [sys.executable, "-m", "accelsim", "--help"]
+
+
+def startup_time(runs: int) -> tuple[float, list[float], list[str]]:
+    """Median wall time of ``accelsim --help`` in fresh processes (one untimed run first,
+    so that the bytecode cache is warm), the single times and the command."""
+    cmd = startup_command()
+    subprocess.run(cmd, check=True, capture_output=True)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, cmd
 
 
 def scalesim_layers(trace) -> list[dict]:
@@ -88,7 +118,18 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings (3)")
     ap.add_argument("--scalesim-python", help="python with scalesim==3.0.0 installed")
     ap.add_argument("--no-scalesim", action="store_true", help="skip the SCALE-Sim run")
+    ap.add_argument("--startup-runs", type=int, default=7,
+                    help="runs of `accelsim --help` timed (median printed; 7)")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="only time `accelsim --help`")
     args = ap.parse_args()
+
+    med, times, cmd = startup_time(max(1, args.startup_runs))
+    print(f"start-up: {' '.join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))}"
+          f" {med:.3f} s median of {len(times)} runs (min {min(times):.3f} s, max "
+          f"{max(times):.3f} s; target < 0.3 s)")
+    if args.startup_only:
+        return 0
 
     trace = resnet18_trace(density_a=0.5, density_w=0.4, seed=0, image=args.image)
     hw = accelsim.load_hwconfig("dense_os_32x32", {"zero_policy": "skip_both",

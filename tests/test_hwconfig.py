@@ -44,7 +44,8 @@ def test_parse_override_types():
 
 
 BAD = [
-    ({"array.rows": 0}, "sparse_os_16x16.yaml: array.rows: expected an integer >= 1"),
+    ({"array.rows": 0}, "override array.rows: expected an integer >= 1 and <= 4096, got 0 "
+                        "(on sparse_os_16x16.yaml)"),
     ({"array.rows": "8"}, "array.rows: expected an integer"),
     ({"array.rows": True}, "array.rows: expected an integer"),
     ({"array.bogus": 1}, "array.bogus: unknown key"),
@@ -64,6 +65,35 @@ def test_bad_values_one_line(over, msg):
     text = str(ei.value)
     assert msg in text
     assert "\n" not in text
+
+
+def test_an_error_in_the_file_is_still_blamed_on_the_file(tmp_path: Path):
+    p = tmp_path / "x.yaml"
+    p.write_text("name: x\narray: {rows: 0, cols: 4}\ndataflow: os\nzero_policy: none\n")
+    with pytest.raises(ConfigError, match=r"^x.yaml: array.rows: expected an integer"):
+        load_hwconfig(p, {"array.cols": 8})
+
+
+def test_inf_reads_as_dot_inf_and_nan_is_refused_clearly():
+    key = "memory.dram.bandwidth_bytes_per_cycle"
+    for text in ("inf", "Inf", "+infinity", ".inf"):
+        hw = load_hwconfig("sparse_os_16x16", dict([parse_override(f"{key}={text}")]))
+        assert hw.memory.dram.bandwidth_bytes_per_cycle == float("inf"), text
+    for text in ("nan", ".nan"):
+        with pytest.raises(ConfigError, match=rf"override {key}: expected a number .*NaN"):
+            load_hwconfig("sparse_os_16x16", dict([parse_override(f"{key}={text}")]))
+    with pytest.raises(ConfigError, match="array.rows: expected an integer"):
+        load_hwconfig("sparse_os_16x16", {"array.rows": "inf"})
+
+
+def test_unknown_names_and_keys_get_a_suggestion():
+    with pytest.raises(ConfigError, match=r"not found \(did you mean 'sparse_os_16x16'\?\)"):
+        load_hwconfig("sparse_os_16x1")
+    with pytest.raises(ConfigError, match=r"array.rowz: unknown key \(did you mean 'rows'\?\)"):
+        load_hwconfig("sparse_os_16x16", {"array.rowz": 3})
+    with pytest.raises(ConfigError) as ei:
+        load_hwconfig("sparse_os_16x16", {"array.zzzzzz": 3})
+    assert "did you mean" not in str(ei.value)
 
 
 def test_missing_required_key(tmp_path: Path):
@@ -98,8 +128,20 @@ def test_cli_bad_override_is_one_line(capsys, root):
                str(HWCONFIG_DIR / "sparse_os_16x16.yaml"), "--set", "array.rows=0"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.strip() == ("accelsim: error: sparse_os_16x16.yaml: array.rows: expected an "
-                           "integer >= 1 and <= 4096, got 0")
+    # blamed on the --set argument as typed, not on the YAML file
+    assert err.strip() == ("accelsim: error: --set array.rows=0: expected an integer >= 1 and "
+                           "<= 4096, got 0 (on sparse_os_16x16.yaml)")
+
+
+def test_cli_set_inf_is_accepted_and_nan_refused(capsys, root):
+    argv = ["simulate", str(root / "traces/synthetic_tiny_cnn"), "--hw", "sparse_os_16x16",
+            "--format", "csv", "--set"]
+    assert main([*argv, "memory.dram.bandwidth_bytes_per_cycle=inf"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "memory.glb.bandwidth_bytes_per_cycle=nan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("accelsim: error: --set memory.glb.bandwidth_bytes_per_cycle=nan: "
+                          "expected a number") and "NaN" in err and "\n" not in err
 
 
 def test_public_api_names():

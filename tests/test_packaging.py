@@ -57,3 +57,35 @@ def test_unknown_config_lists_the_shipped_ones(tmp_path, monkeypatch):
         accelsim.load_hwconfig("no_such_config")
     with pytest.raises(ConfigError, match="not found.*45nm_horowitz"):
         load_energy_table("no_such_table")
+
+
+def _readme_test_command() -> str:
+    text = (ROOT / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if "pytest" in ln and "pip install" in ln)
+    return line.split("&&")[-1].strip()
+
+
+def test_ci_runs_the_readme_test_command_and_the_wheel_smoke_test():
+    run = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+           if ln.strip() and not ln.lstrip().startswith("#")]
+    assert run[-1] == _readme_test_command() == "python -m pytest -q"
+    assert ".ci/wheel-smoke" in run
+    smoke = (ROOT / ".ci" / "wheel-smoke").read_text()
+    assert "pip wheel --no-deps" in smoke and "-m venv" in smoke
+    assert "--system-site-packages" not in smoke
+    assert "simulate \"$checkout/traces/digits_cnn\" --hw sparse_os_16x16" in smoke
+
+
+def test_torch_extra_is_a_lower_bound_and_ci_pins_the_cpu_build():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    torch_req = meta["project"]["optional-dependencies"]["torch"]
+    assert torch_req == ["torch>=2.3"]
+    pins = [ln.strip() for ln in (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    assert any(p.startswith("torch==") for p in pins)
+    # every command that installs the torch extra uses the constraints file
+    for path in (ROOT / "README.md", ROOT / ".ci" / "run"):
+        for ln in path.read_text().splitlines():
+            if "pip install" in ln and "torch" in ln.split("pip install", 1)[1].split("#")[0] \
+                    and ".[" in ln:
+                assert "-c .ci/constraints.txt" in ln, f"{path.name}: {ln.strip()}"

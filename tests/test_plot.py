@@ -86,4 +86,8 @@ def test_cli_plot_errors(results, tmp_path, capsys):
     assert "--point zzz: matches 0" in capsys.readouterr().err
     assert main(["plot", str(results), "--kind", "heatmap", "--metric", "nope",
                  "-o", str(tmp_path / "x.png")]) == 2
-    assert "no column 'nope'" in capsys.readouterr().err
+    assert "plot --metric nope: unknown column" in capsys.readouterr().err
+    assert main(["plot", str(results), "--kind", "pareto", "--y", "energy_p",
+                 "-o", str(tmp_path / "x.png")]) == 2
+    assert "--y energy_p: unknown column (did you mean 'energy_pj'?)" in \
+        capsys.readouterr().err

@@ -78,6 +78,26 @@ def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
     return trace, hw
 
 
+def precision_notes(trace: Trace, hw: HwConfig) -> list[str]:
+    """One line per operand width (``precision.a_bits`` / ``w_bits``) narrower than the
+    quantisation bits of some layer's stored values, naming the first such layer."""
+    from accelsim.io.trace import ROLES
+
+    notes = []
+    for i, key in ((0, "a_bits"), (1, "w_bits")):
+        width = getattr(hw.precision, key)
+        hit = [(layer.name, ROLES[layer.kind][i], layer.quant_of(ROLES[layer.kind][i]).bits)
+               for layer in trace.layers
+               if (layer.quant_of(ROLES[layer.kind][i]).bits or 0) > width]
+        if hit:
+            name, role, bits = hit[0]
+            more = f" (and {len(hit) - 1} more layers)" if len(hit) > 1 else ""
+            notes.append(f"precision.{key}={width} is narrower than the {bits}-bit {role!r} "
+                         f"values of layer {name}{more}: their bytes and MAC energy are "
+                         f"counted at {width} bits")
+    return notes
+
+
 def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              overrides: Mapping[str, Any] | None = None, *,
              functional: bool = False, per_frame: bool = False,
@@ -102,11 +122,16 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     bounds what one layer may allocate: a layer estimated to need more is refused with
     a :class:`~accelsim.errors.SimulationError` before anything is allocated.
     """
+    import warnings
+
+    from accelsim.errors import PrecisionWarning
     from accelsim.model.kvcache import apply_kv, footprints, kv_use
     from accelsim.model.threshold import COLUMNS as THR_COLUMNS
     from accelsim.model.threshold import resolve_thresholds, threshold_error, threshold_layer
 
     trace, hw = _resolve(trace, hw, overrides)
+    for note in precision_notes(trace, hw):
+        warnings.warn(f"{trace.model}: {note}", PrecisionWarning, stacklevel=2)
     price = prices(hw, load_energy_table(hw.energy))
     resolved = resolve_thresholds(trace, hw, thresholds)
     kv_sizes = footprints(trace, hw)

@@ -9,10 +9,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from accelsim.errors import AccelsimError, did_you_mean
 
-from accelsim.errors import AccelsimError
+if TYPE_CHECKING:  # pandas is imported where a command needs it: --help stays fast
+    import pandas as pd
 
 EPILOG = "Run 'accelsim COMMAND --help' for a command's options."
 
@@ -114,7 +116,8 @@ def _pick_columns(args: argparse.Namespace, full: pd.DataFrame, default: list[st
         columns = [c.strip() for c in args.columns.split(",") if c.strip()]
         unknown = [c for c in columns if c not in full.columns]
         if unknown:
-            raise AccelsimError(f"--columns: unknown column {unknown[0]!r}; known: "
+            raise AccelsimError(f"--columns: unknown column {unknown[0]!r}"
+                                f"{did_you_mean(unknown[0], full.columns)}; known: "
                                 f"{', '.join(full.columns)} (docs/columns.md)")
         return columns
     if getattr(args, "all_columns", False):
@@ -173,6 +176,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     trace, hw = _simulate_inputs(args, overrides)
     if args.prune:
         trace = _prune(trace, args.prune, args)
+    for note in _frame_notes(args, trace, hw):
+        print(f"accelsim: warning: {note}", file=sys.stderr)
     prov = provenance(what="simulate --per-frame" if args.per_frame else "simulate",
                       trace_path=args.trace or args.topology, trace_model=trace.model,
                       hw=hw, argv=args._argv, synthetic=args.topology is not None)
@@ -203,8 +208,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"{k} {100 * v / tot['energy_pj']:.1f}%" for k, v in comp.items() if v > 0))
     features = _baseline_overrides(hw)
     if features and not args.no_baseline:
-        base = with_totals(simulate(trace, hw.with_overrides(features),
-                                    max_memory=args.max_memory)).iloc[-1]
+        import warnings
+
+        from accelsim.errors import PrecisionWarning
+
+        with warnings.catch_warnings():  # said once, for the run itself
+            warnings.simplefilter("ignore", PrecisionWarning)
+            base = with_totals(simulate(trace, hw.with_overrides(features),
+                                        max_memory=args.max_memory)).iloc[-1]
         name = " and ".join(f for f in ("delta" if "delta.enabled" in features else "",
                                         "N:M" if "structured.n" in features else "") if f)
         summary.append(comparison_line(tot, base, name))
@@ -221,10 +232,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_notes(args: argparse.Namespace, trace, hw) -> list[str]:
+    """What --functional and delta.enabled would quietly not do on this trace."""
+    framed = any(layer.frames and layer.kind != "matmul" for layer in trace.layers)
+    notes = []
+    if hw.delta.enabled and not framed:
+        notes.append(f"delta.enabled: trace {trace.model} has no layer with frames, so delta "
+                     f"processing does nothing (every layer runs in full)")
+    if args.functional and not (hw.delta.enabled and framed):
+        why = (f"trace {trace.model} has no layer with frames" if hw.delta.enabled
+               else "delta.enabled is false")
+        notes.append(f"--functional: {why}, so there is no delta path to check (no "
+                     f"delta_err_* values)")
+    return notes
+
+
 def _simulate_inputs(args: argparse.Namespace, overrides: dict):
     """The trace (a trace directory or a SCALE-Sim --topology) and the hardware (--hw or
     a SCALE-Sim --scalesim-cfg) of ``simulate``; exactly one of each."""
-    from accelsim.io.hwconfig import load_hwconfig
     from accelsim.io.trace import load_trace
 
     if (args.trace is None) == (args.topology is None):
@@ -251,8 +276,27 @@ def _simulate_inputs(args: argparse.Namespace, overrides: dict):
             nm = topology_nm(args.topology)
         hw = load_scalesim_hwconfig(args.scalesim_cfg, overrides, nm=nm)
     else:
-        hw = load_hwconfig(args.hw, overrides)
+        hw = load_hwconfig_cli(args.hw, overrides, args.set)
     return trace, hw
+
+
+def load_hwconfig_cli(name: str, overrides: dict, set_args: list[str] | None):
+    """:func:`load_hwconfig` with an error in a ``--set`` value blamed on that ``--set``
+    argument as typed, not on the YAML file."""
+    from accelsim.errors import ConfigError
+    from accelsim.io.hwconfig import load_hwconfig
+
+    try:
+        return load_hwconfig(name, overrides)
+    except ConfigError as e:
+        key = getattr(e, "override", None)
+        if key is None:
+            raise
+        typed = next((t for t in reversed(set_args or [])
+                      if t.partition("=")[0].strip() == key), None)
+        detail = str(e).split(": ", 1)[1] if ": " in str(e) else str(e)
+        label = f"--set {typed}" if typed is not None else f"override {key}"
+        raise ConfigError(f"{label}: {detail}") from None
 
 
 def _density(text: str | None, which: str) -> float:
@@ -319,6 +363,8 @@ def _prune(trace, spec: str, args: argparse.Namespace):
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from accelsim.analysis.columns import render
     from accelsim.analysis.inspect import inspect_totals, inspect_trace, kv_summary
     from accelsim.analysis.output import provenance
@@ -562,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     register(sub)
     from accelsim.cli.validate import register as register_validate
     register_validate(sub)
+    from accelsim.cli.tools import register as register_tools
+    register_tools(sub)
     return p
 
 

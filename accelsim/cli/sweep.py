@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from accelsim.errors import AccelsimError
+from accelsim.errors import AccelsimError, did_you_mean
 
 PLOT_KINDS = ("pareto", "cycles", "energy", "heatmap", "density")
 
@@ -191,6 +191,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     df = load_results(args.results)
     if df.empty:
         raise AccelsimError(f"{args.results}: no results to plot")
+    for flag, col in (("--x", args.x), ("--y", args.y), ("--color", args.color),
+                      ("--metric", args.metric)):
+        if col is not None and col not in df.columns:
+            raise AccelsimError(f"plot {flag} {col[:80]}: unknown column"
+                                f"{did_you_mean(col, df.columns)} (columns of {args.results}: "
+                                f"{', '.join(map(str, df.columns))})")
     swept = df.attrs.get("swept_keys", [])
     if args.trace is not None and "trace" in df.columns and args.kind != "cycles" \
             and args.kind != "energy":

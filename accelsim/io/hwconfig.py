@@ -22,7 +22,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accelsim.errors import ConfigError
+from accelsim.errors import ConfigError, did_you_mean
 from accelsim.io.yamlio import read_yaml
 
 DATAFLOWS = ("os", "ws", "is")
@@ -42,6 +42,8 @@ def shipped_configs() -> list[Path]:
     return sorted(HWCONFIG_DIR.glob("*.yaml"))
 
 
+#: strings a number field reads as +infinity (besides YAML's own ``.inf``)
+INF_WORDS = ("inf", "+inf", "infinity", "+infinity")
 #: largest magnitude of an integer field without its own ``le`` bound (exact in float64)
 INT_LIMIT = 2**53
 #: largest finite value of a float field without its own ``le`` bound
@@ -378,6 +380,11 @@ def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
         if meta.get("le") is None and abs(value) > INT_LIMIT:
             raise bad()
     elif ftype is float:
+        if isinstance(value, str) and value.strip().lower() in INF_WORDS:
+            value = math.inf  # `--set x=inf` as YAML's .inf
+        if isinstance(value, str) and value.strip().lower() in ("nan", "+nan", "-nan", ".nan"):
+            raise ConfigError(f"{where}: {key}: expected {_expect(ftype, meta)}, got "
+                              f"{show_value(value)} (NaN is not a number a config takes)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
         try:
@@ -385,7 +392,8 @@ def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
         except OverflowError:
             raise bad() from None
         if math.isnan(value):
-            raise bad()
+            raise ConfigError(f"{where}: {key}: expected {_expect(ftype, meta)}, got NaN "
+                              f"(not a number a config takes)")
         if math.isinf(value):
             if not meta.get("allow_inf") or value < 0:
                 raise bad()
@@ -414,7 +422,8 @@ def check_keys(raw: Mapping[str, Any], allowed: Iterable[str], where: str,
     for key in raw:
         if key not in allowed:
             shown = key if isinstance(key, str) and len(key) <= 60 else show_value(key)
-            raise ConfigError(f"{where}: {prefix}{shown}: unknown key (expected one of "
+            raise ConfigError(f"{where}: {prefix}{shown}: unknown key"
+                              f"{did_you_mean(key, allowed)} (expected one of "
                               f"{', '.join(allowed)})")
 
 
@@ -506,9 +515,10 @@ def resolve_hwconfig_path(path: str | os.PathLike) -> Path:
         for cand in (HWCONFIG_DIR / p.name, HWCONFIG_DIR / f"{p.name}.yaml"):
             if is_file(cand):
                 return cand
-    names = ", ".join(c.stem for c in shipped_configs())
-    raise ConfigError(f"{show_path(path, 200)}: hardware config not found (a path, or a "
-                      f"shipped config: {names})")
+    stems = [c.stem for c in shipped_configs()]
+    hint = did_you_mean(p.stem, stems) if not p.parent.parts else ""
+    raise ConfigError(f"{show_path(path, 200)}: hardware config not found{hint} (a path, or "
+                      f"a shipped config: {', '.join(stems)}; accelsim list)")
 
 
 def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],
@@ -526,6 +536,31 @@ def load_hwconfig(path: str | os.PathLike | Mapping[str, Any],
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: top level: expected a mapping")
     raw = copy.deepcopy(raw)
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
         set_dotted(raw, key, value, where=f"{where} (override {key})")
-    return build(HwConfig, raw, where)
+    try:
+        return build(HwConfig, raw, where)
+    except ConfigError as e:
+        raise _blame_override(e, where, overrides) from None
+
+
+def _blame_override(e: ConfigError, where: str, overrides: Mapping[str, Any]) -> ConfigError:
+    """An error about a key that an override set, blamed on the override, not the file:
+    ``override array.rows: expected an integer ..., got 'abc' (on x.yaml)``, with
+    ``.override`` set to the key (the CLI says ``--set array.rows=abc``). Other errors
+    are returned as they are."""
+    msg = str(e)
+    head = f"{where}: "
+    if not overrides or not msg.startswith(head):
+        return e
+    dotted, sep, detail = msg[len(head):].partition(": ")
+    if not sep:
+        return e
+    for key in overrides:
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+            inner = detail if dotted == key else f"{dotted}: {detail}"
+            err = ConfigError(f"override {key}: {inner} (on {where})")
+            err.override = key  # type: ignore[attr-defined]
+            return err
+    return e
