@@ -23,9 +23,10 @@ def conv_geometry(draw, nsp: int, size_slack: int = 3):
 
 
 @st.composite
-def sync_overrides(draw, macs_per_pe: int) -> dict:
+def sync_overrides(draw, macs_per_pe: int, simd: bool = True) -> dict:
     """Dotted overrides for the timing model (docs/timing.md): every sync mode and
-    scope, look-ahead, load balancing, fold overlap or SCALE-Sim timing."""
+    scope, look-ahead, load balancing, fold overlap or SCALE-Sim timing, and SIMD PEs
+    (``array.pe_simd.width``; ``simd=False`` where the config cannot take them)."""
     mode = draw(st.sampled_from(["lockstep", "lockstep", "barrier", "fifo", "decoupled"]),
                 label="sync mode")
     out = {"sync.mode": mode,
@@ -43,6 +44,12 @@ def sync_overrides(draw, macs_per_pe: int) -> dict:
     if mode in ("barrier", "decoupled"):
         balances.append("greedy_chunk")
     out["sync.balance"] = draw(st.sampled_from(balances), label="balance")
+    if simd and macs_per_pe == 1 and out["sync.balance"] == "none":
+        lanes = draw(st.sampled_from([1, 1, 2, 3]), label="simd lanes")
+        if lanes > 1:
+            out["array.pe_simd.width"] = lanes
+            if mode == "decoupled":  # one step of the widest (os) stream, 8-bit operands
+                out["array.pe_buffer_bytes"] += 1 + lanes
     timing = draw(st.sampled_from(["overlap", "overlap", "no overlap", "scalesim"]),
                   label="timing")
     if timing == "no overlap":

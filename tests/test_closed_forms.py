@@ -392,3 +392,54 @@ def test_reference_layer_sums_gemms():
     x, wt = np.ones((3, 1, 2, 6), np.int8), np.ones((4, 1, 2), np.int8)
     got = reference.simulate_layer(conv1d("c", x, wt, dilation=2, groups=2, frames=True), hw)
     assert got["macs_dense"] == 3 * 2 * (1 * 4) * 2 * 2
+
+
+# --- SIMD PEs (array.pe_simd): lanes on adjacent output columns share one activation
+
+def _simd_hw(rows, cols, flow, policy, lanes, **array):
+    return load_hwconfig({"name": "simd", "dataflow": flow, "zero_policy": policy,
+                          "array": {"rows": rows, "cols": cols,
+                                    "pe_simd": {"dim": "n", "width": lanes}} | array})
+
+
+def test_simd_lanes_need_a_step_when_any_lane_does(sim):
+    # 1x1 PE with 2 lanes, os skip_w: lane 0 needs k = 0, 2; lane 1 needs k = 1
+    a = np.ones((1, 4), np.int8)
+    w = np.array([[1, 0], [0, 1], [1, 0], [0, 0]], np.int8)  # [K=4, N=2]
+    got = sim(a, w, _simd_hw(1, 1, "os", "skip_w", 2))
+    assert got["compute_cycles"] == 3  # the lanes' union {0, 1, 2}; fill 1 + 1 - 2 = 0
+    assert got["macs_performed"] == 3 and got["macs_skipped"] == 5 and got["folds"] == 1
+    # the same two columns on two decoupled 1x1 PEs (a 1x2 array) take 2 steps
+    two = hw_of(1, 2, 1, "os", "skip_w", **{"sync.mode": "decoupled",
+                                             "array.pe_buffer_bytes": 8})
+    assert sim(a, w, two)["compute_cycles"] == 2 + 1  # max(2, rows) + fill 1 + 2 - 2
+
+
+@pytest.mark.parametrize("flow", DATAFLOWS)
+def test_simd_dense_cycles_closed_form(sim, flow):
+    m, k, n = 9, 7, 11
+    a, w = np.ones((m, k), np.int8), np.ones((k, n), np.int8)
+    rows, cols = 4, 3
+    hw = _simd_hw(rows, cols, flow, "none", 2)
+    got = sim(a, w, hw)["compute_cycles"]
+    d_rows, d_cols, t = dims(flow, m, k, n)
+    if flow == "is":
+        t = math.ceil(t / 2)  # a PE takes two adjacent n at once
+    else:
+        d_cols = math.ceil(d_cols / 2)  # a PE column holds two adjacent n
+    folds = math.ceil(d_rows / rows) * math.ceil(d_cols / cols)
+    assert got == fill(flow, rows, cols) + folds * max(t, rows)
+    from accelsim.model.dataflow import dense_cycles
+
+    assert got == dense_cycles(hw, m, k, n)
+
+
+def test_simd_refuses_what_it_cannot_model():
+    from accelsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="width: 2 lanes per PE need array.macs_per_pe"):
+        _simd_hw(2, 2, "os", "skip_a", 2, macs_per_pe=2)
+    with pytest.raises(ConfigError, match="need sync.balance none"):
+        load_hwconfig({"name": "s", "dataflow": "os", "zero_policy": "skip_a",
+                       "array": {"rows": 2, "cols": 2, "pe_simd": {"width": 2}},
+                       "sync": {"balance": "greedy_filter"}})

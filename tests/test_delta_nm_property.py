@@ -284,9 +284,10 @@ def case(draw, force_nm=False, force_delta=False):
         "out_kib": partition(draw, rows * cols * -(-out_bits // 8), "out_kib"),
     }
     delta = force_delta or draw(st.sampled_from([True, True, False]), label="delta")
-    sync = draw(sync_overrides(p), label="sync")
+    sync = draw(sync_overrides(p, simd=not nm[0]), label="sync")
     if sync.get("array.pe_buffer_bytes"):  # at least one time step of the widest stream
-        sync["array.pe_buffer_bytes"] += (a_bits + w_bits + 7) // 8
+        lanes = sync.get("array.pe_simd.width", 1)
+        sync["array.pe_buffer_bytes"] += (a_bits + lanes * w_bits + 7) // 8
     size = state_size(layer, a_bits, out_bits)
     state_kib = draw(st.sampled_from([size / 1024, (size - 1) / 1024, 64.0,
                                       max(size // 2, 1) / 1024]), label="state_kib")

@@ -68,6 +68,14 @@ def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = N
 
 
 @dataclass(frozen=True)
+class PeSimdConfig:
+    dim: str = opt("n", choices=("n",), doc="output dimension the lanes of a PE spread "
+                                            "over (n: output channels / columns)")
+    width: int = opt(1, ge=1, le=16, doc="MAC lanes per PE sharing one activation, as in "
+                                         "Eyeriss v2 (2); 1 = no SIMD")
+
+
+@dataclass(frozen=True)
 class ArrayConfig:
     rows: int = opt(ge=1, le=4096, doc="PE rows")
     cols: int = opt(ge=1, le=4096, doc="PE columns")
@@ -78,6 +86,8 @@ class ArrayConfig:
     pe_buffer_bytes: int = opt(0, ge=0, le=2**30, doc="per-PE operand buffer that lets a "
                                                       "PE run ahead (sync.mode decoupled); "
                                                       "0 = none")
+    pe_simd: PeSimdConfig = opt(PeSimdConfig, doc="SIMD PEs: lanes along an output "
+                                                  "dimension share one activation")
 
 
 @dataclass(frozen=True)
@@ -277,6 +287,15 @@ class HwConfig:
             raise ConfigError(f"{where}: {prefix}sync.balance: greedy_chunk balances per "
                               f"barrier chunk and needs sync.mode barrier or decoupled, "
                               f"got {sy.mode}")
+        lanes = ar.pe_simd.width
+        if lanes > 1:
+            for bad, what in ((ar.macs_per_pe != 1, f"array.macs_per_pe = 1, got "
+                                                    f"{ar.macs_per_pe}"),
+                              (self.structured.n != 0, "no N:M weights (structured.n: 0)"),
+                              (sy.balance != "none", f"sync.balance none, got {sy.balance}")):
+                if bad:
+                    raise ConfigError(f"{where}: {prefix}array.pe_simd.width: {lanes} lanes "
+                                      f"per PE need {what}")
         if sy.mode == "decoupled":
             bits = self.stream_bits()
             if ar.pe_buffer_bytes * 8 < bits:
@@ -288,9 +307,20 @@ class HwConfig:
 
     def stream_bits(self) -> int:
         """Bits of one time step of the operands streamed to a PE: both operands on os,
-        the activation on ws, the weight on is."""
-        pr = self.precision
-        return {"os": pr.a_bits + pr.w_bits, "ws": pr.a_bits, "is": pr.w_bits}[self.dataflow]
+        the activation on ws, the weight on is (one weight per SIMD lane)."""
+        pr, lanes = self.precision, self.array.pe_simd.width
+        return {"os": pr.a_bits + lanes * pr.w_bits, "ws": pr.a_bits,
+                "is": lanes * pr.w_bits}[self.dataflow]
+
+    @property
+    def lanes(self) -> int:
+        """MAC lanes per PE along N (``array.pe_simd.width``)."""
+        return self.array.pe_simd.width
+
+    def logical_cols(self) -> int:
+        """Columns of the array as the N dimension sees them: on os and ws every PE
+        column holds ``lanes`` adjacent output columns; on is N is time."""
+        return self.array.cols * (self.lanes if self.dataflow in ("os", "ws") else 1)
 
     def pe_buffer_steps(self) -> int:
         """Time steps a decoupled PE's operand buffer holds (0 without a buffer)."""

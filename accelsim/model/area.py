@@ -92,7 +92,7 @@ def pe_um2(hw: HwConfig) -> float:
     """One PE: MACs, register files and zero-handling logic, µm²."""
     rf = hw.memory.rf
     rf_bits = 8 * (rf.a_bytes + rf.w_bytes + rf.out_bytes)
-    base = hw.array.macs_per_pe * mac_um2(hw) + rf_bits * DFF_UM2
+    base = hw.array.macs_per_pe * hw.lanes * mac_um2(hw) + rf_bits * DFF_UM2
     if hw.pe_buffered():  # a decoupled PE's operand buffer: SRAM cells, as the GLB's
         base += hw.array.pe_buffer_bytes / 1024 * SRAM_MM2_PER_KIB * UM2_PER_MM2
     return base * (1.0 + ZERO_POLICY_OVERHEAD[hw.zero_policy])

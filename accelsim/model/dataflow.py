@@ -45,7 +45,9 @@ def make_plan(hw: HwConfig) -> Plan:
     r, c = hw.array.rows, hw.array.cols
     row, col, time = _DIMS[hw.dataflow]
     fill = r + c - 2 if hw.dataflow == "os" else 2 * r + c - 2
-    return Plan(hw.dataflow, r, c, row, col, time, fill)
+    # SIMD PEs: tiles span lanes x cols output columns on os/ws; the fill is the
+    # physical array's
+    return Plan(hw.dataflow, r, hw.logical_cols(), row, col, time, fill)
 
 
 def dense_cycles(hw: HwConfig, m: int, k: int, n: int) -> int:
@@ -55,6 +57,8 @@ def dense_cycles(hw: HwConfig, m: int, k: int, n: int) -> int:
     plan = make_plan(hw)
     fr, fc = plan.folds(m, k, n)
     t = {"m": m, "k": k, "n": n}[plan.time_dim]
+    if hw.dataflow == "is":  # SIMD lanes take `lanes` adjacent time steps (N) at once
+        t = -(-t // hw.lanes)
     steps = -(-t // hw.array.macs_per_pe)
     if hw.fold_overlap:
         return plan.fill + fr * fc * max(steps, plan.rows)

@@ -136,8 +136,10 @@ def pe_buffer_counts(hw: HwConfig, performed: int, gated: int) -> dict[str, int]
     accumulator-buffered PE (ws/is rows that drift) reads and writes one partial sum per
     performed MAC."""
     out = dict.fromkeys(PE_BUF_KEYS, 0)
-    if hw.pe_buffered():
-        step = -(-hw.stream_bits() // 8)
+    if hw.pe_buffered():  # a pair's own streamed operands (a SIMD lane's share)
+        pr = hw.precision
+        bits = {"os": pr.a_bits + pr.w_bits, "ws": pr.a_bits, "is": pr.w_bits}[hw.dataflow]
+        step = -(-bits // 8)
         out["pe_buf_write_bytes"] = (performed + gated) * step
         out["pe_buf_read_bytes"] = performed * step
     if hw.acc_buffered():

@@ -44,6 +44,17 @@ def kernel_operands(az: np.ndarray, wz: np.ndarray, flow: str, nm: NMStructure |
             else np.ascontiguousarray(idx, dtype=np.int64), idx is not None)
 
 
+def lane_union(wz: np.ndarray, lanes: int) -> np.ndarray:
+    """W mask [.., K, N] -> [.., K, ceil(N / lanes)]: whether any lane of a SIMD PE has
+    a nonzero weight. The lanes share the activation, so a PE needs a step when any
+    lane needs it (docs/timing.md)."""
+    n = wz.shape[-1]
+    g = -(-n // lanes)
+    padded = np.zeros(wz.shape[:-1] + (g * lanes,), np.bool_)
+    padded[..., :n] = wz
+    return padded.reshape(wz.shape[:-1] + (g, lanes)).any(axis=-1)
+
+
 def time_steps(hw: HwConfig, m: int, k: int, n: int, nm: NMStructure | None) -> int:
     """Length of a fold's time dimension (k' on os with N:M weights)."""
     if hw.dataflow == "os":
@@ -67,15 +78,19 @@ def fold_steps(az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
                rz: np.ndarray | None) -> np.ndarray:
     """Cycles each fold of each GEMM spends stepping its pairs, fill apart: int64
     [F, P, row folds, col folds] (0 for inactive GEMMs)."""
+    lanes = hw.lanes
+    if lanes > 1:
+        wz = lane_union(wz, lanes)
     ops = kernel_operands(az, wz, hw.dataflow, nm, rz)
     a, w, pad, has_pad, idx, has_nm = ops
     nf, npf, m, k = az.shape
-    n = wz.shape[-1]
+    n = wz.shape[-1]  # SIMD: groups of `lanes` output columns
     t = time_steps(hw, m, k, n, nm)
     d_rows = (nm.k_kept if nm is not None and hw.dataflow == "ws"
               else {"m": m, "k": k, "n": n}[plan.row_dim])
     d_cols = {"m": m, "k": k, "n": n}[plan.col_dim]
-    nr, nc = -(-d_rows // plan.rows), -(-d_cols // plan.cols)
+    pe_cols = hw.array.cols
+    nr, nc = -(-d_rows // plan.rows), -(-d_cols // pe_cols)
     chunk = chunk_steps(hw, t)
     flow = _FLOW[hw.dataflow]
     tested = _TESTED[hw.zero_policy]
@@ -94,7 +109,7 @@ def fold_steps(az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
     la = sy.lookahead or p
     out = np.zeros((nf, npf, nr, nc), np.int64)
     fold_steps_kernel(a, w, pad, has_pad, idx, has_nm, act, perm, flow, ua, uw,
-                      plan.rows, plan.cols, p, la, _MODE[sy.mode], chunk, _SCOPE[sy.scope],
+                      plan.rows, pe_cols, p, la, _MODE[sy.mode], chunk, _SCOPE[sy.scope],
                       sy.fifo_depth, out)
     return out
 

@@ -195,8 +195,13 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
     positions: their pairs are never issued, take no slot and count as padding."""
     m_dim, k_dim = a.shape
     n_dim = w.shape[1]
-    rows, cols = hw.array.rows, hw.array.cols
+    rows, pe_cols = hw.array.rows, hw.array.cols
     flow, policy = hw.dataflow, hw.zero_policy
+    # SIMD PEs (array.pe_simd): `lanes` MAC lanes per PE on adjacent output columns n.
+    # On os and ws they are adjacent columns of the fold: a fold holds lanes x pe_cols
+    # of them; on is, n is time and a PE takes `lanes` adjacent steps at once.
+    lanes = hw.array.pe_simd.width
+    cols = pe_cols * lanes if flow in ("os", "ws") else pe_cols
     a_list = a.tolist()
     w_list = w.tolist()
     counts = dict.fromkeys(FIELDS + SKIP_FIELDS, 0)
@@ -242,9 +247,10 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
             d_time = len(kept[0])
         else:
             d_rows = len(kept[0])
-    chunk = _chunk(hw, d_time)
+    step_time = math.ceil(d_time / lanes) if flow == "is" else d_time  # PE time steps
+    chunk = _chunk(hw, step_time)
     perm = _balance(hw, d_rows, d_cols, d_time, chunk, needs)
-    fill = _fill(flow, rows, cols)
+    fill = _fill(flow, rows, pe_cols)
     fold_cycles: dict[tuple[int, int], int] = {}
     for i in range(math.ceil(d_rows / rows)):
         for j in range(math.ceil(d_cols / cols)):
@@ -257,6 +263,8 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
                     else:
                         need.append([needs(y, perm[min(t // chunk, len(perm) - 1)][slot], t)
                                      for t in range(d_time)])
+            if lanes > 1:
+                need = _simd_needs(need, rows, pe_cols, lanes, flow)
             steps = _fold_steps(need, hw, chunk)
             if hw.fold_overlap:
                 fold_cycles[(i, j)] = max(steps, rows) + (fill if (i, j) == (0, 0) else 0)
@@ -265,6 +273,23 @@ def _compute_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig,
             counts["folds"] += 1
             counts["compute_cycles"] += fold_cycles[(i, j)]
     return counts, fold_cycles
+
+
+def _simd_needs(need: list[list[bool]], rows: int, pe_cols: int, lanes: int,
+                flow: str) -> list[list[bool]]:
+    """Needs of the physical PEs of a fold from those of their lanes: a PE needs a step
+    when any of its lanes does. On os/ws lane l of PE column c is fold column
+    c * lanes + l; on is lane l of PE step s is time step s * lanes + l."""
+    if flow == "is":
+        out = []
+        for nd in need:
+            n_steps = math.ceil(len(nd) / lanes)
+            out.append([any(nd[s * lanes:(s + 1) * lanes]) for s in range(n_steps)])
+        return out
+    width = pe_cols * lanes
+    return [[any(need[r * width + c * lanes + lane][t] for lane in range(lanes))
+             for t in range(len(need[0]))]
+            for r in range(rows) for c in range(pe_cols)]
 
 
 def _chunk(hw: HwConfig, d_time: int) -> int:

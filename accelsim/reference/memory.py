@@ -111,7 +111,9 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
     if nm is not None:
         w = _compressed_w(w, nm.kept)  # from here on W is W'[K', N]
     k_rows = w.shape[0]  # K (K' with N:M): the W rows tiles are cut from
-    rows, cols = hw.array.rows, hw.array.cols
+    rows = hw.array.rows
+    # SIMD PEs: a tile spans lanes x cols output columns on os and ws
+    cols = hw.array.cols * (hw.array.pe_simd.width if hw.dataflow in ("os", "ws") else 1)
     flow = hw.dataflow
     prec = hw.precision
     fa = hw.formats.a
