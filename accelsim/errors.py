@@ -20,3 +20,14 @@ class SimulationError(AccelsimError):
 
 class OutputError(AccelsimError):
     """An output file name, format or result file that cannot be written or read."""
+
+
+def safe_text(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates, e.g. from a manifest's
+    ``"\\udc80"`` or a non-UTF-8 file name) written as ``\\udc80`` escapes, so that a
+    name can go into a DataFrame, a CSV, JSON or Parquet file and a terminal."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
