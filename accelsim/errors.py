@@ -37,3 +37,14 @@ def did_you_mean(word: object, choices: object) -> str:
     names = [c for c in choices if isinstance(c, str)]  # type: ignore[attr-defined]
     close = difflib.get_close_matches(word, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def safe_text(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates, e.g. from a manifest's
+    ``"\\udc80"`` or a non-UTF-8 file name) written as ``\\udc80`` escapes, so that a
+    name can go into a DataFrame, a CSV, JSON or Parquet file and a terminal."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -3,12 +3,11 @@ and (with the torch extra) are what their scripts make."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from trace_scripts import load_script
 
 import accelsim
 import accelsim.tracing
@@ -26,15 +25,7 @@ def _size(path: Path) -> int:
 
 
 def _script(name: str):
-    sys.path.insert(0, str(TRACES))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_trace_script_{name}",
-                                                      TRACES / f"make_{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(TRACES))
-    return mod
+    return load_script(name)
 
 
 @pytest.mark.parametrize("name", REAL)

@@ -139,6 +139,17 @@ def case(row_id: str, d: Path) -> str:
     if row_id == "trace-loop":
         os.symlink("loop", d / "loop")
         return _err(lambda: load_trace(d / "loop")).replace(str(d), "<dir>")
+    if row_id == "trace-surrogate-write":
+        a, w = np.ones((2, 4), np.int8), np.ones((3, 4), np.int8)
+        from accelsim.io.trace import linear, write_trace
+
+        return _err(lambda: write_trace(d / "s", [linear("bad\udc80", a, w)])
+                    ).replace(str(d / "s"), "<dir>")
+    if row_id == "trace-surrogate-manifest":
+        t = _trace(d)
+        m = t / "manifest.yaml"
+        m.write_text(m.read_text().replace("name: fc", 'name: "bad\\uDC80"', 1))
+        return _err(lambda: load_trace(t)).replace(str(t), "<dir>")
     if row_id == "layer-budget":
         t = write_trace(d / "pad", [conv2d("c", np.ones((1, 3, 16, 16), np.int8),
                                            np.ones((8, 3, 3, 3), np.int8), padding=3000)])

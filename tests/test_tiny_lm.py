@@ -5,12 +5,11 @@ again byte for byte."""
 from __future__ import annotations
 
 import filecmp
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from trace_scripts import load_script
 
 import accelsim
 from accelsim.model.kvcache import kv_use
@@ -115,15 +114,7 @@ def test_relu_ffn_has_exact_zeros_and_gelu_near_zeros():
 
 
 def _script(name: str):
-    sys.path.insert(0, str(TRACES))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_trace_script_{name}",
-                                                      TRACES / f"make_{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(TRACES))
-    return mod
+    return load_script(name)
 
 
 def _same_up_to_rounding(old, new, path: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from accelsim.errors import safe_text
 from accelsim.io.trace import Layer, Trace, load_trace, tensor_bytes
 from accelsim.model.workload import gemm_shape
 
@@ -62,7 +63,7 @@ def layer_stats(layer: Layer) -> dict[str, Any]:
     a, w = layer.a, layer.w
     nan = float("nan")
     row: dict[str, Any] = {
-        "layer": layer.name, "kind": layer.kind, "m": g.m, "k": g.k, "n": g.n,
+        "layer": safe_text(layer.name), "kind": layer.kind, "m": g.m, "k": g.k, "n": g.n,
         "groups": g.per_frame, "frames": g.frames, "macs_dense": int(g.macs_dense),
         "density_a": _nonzero(a) / a.size,
         "density_w": _nonzero(w) / w.size,
@@ -102,7 +103,7 @@ def inspect_trace(trace: Trace | str | os.PathLike) -> pd.DataFrame:
     if not isinstance(trace, Trace):
         trace = load_trace(trace)
     df = pd.DataFrame([layer_stats(layer) for layer in trace.layers], columns=list(COLUMNS))
-    df.attrs["model"] = trace.model
+    df.attrs["model"] = safe_text(trace.model)
     return df
 
 

@@ -179,11 +179,12 @@ def to_bytes(df: pd.DataFrame, fmt: str, prov: Mapping[str, Any] | None,
     """``df`` serialised in ``fmt`` with ``prov`` embedded."""
     head = "".join(line + "\n" for line in comment_lines(prov)) if prov else ""
     if fmt == "csv":
-        return (head + df.to_csv(index=False)).encode("utf-8")
+        return (head + df.to_csv(index=False)).encode("utf-8", "backslashreplace")
     if fmt == "json":
         rows = json.loads(df.to_json(orient="records"))
         doc = {"provenance": dict(prov or {}), "units": units_of(df), "rows": rows}
-        return (json.dumps(doc, indent=1, default=str, ensure_ascii=False) + "\n").encode()
+        return (json.dumps(doc, indent=1, default=str, ensure_ascii=False) + "\n").encode(
+            "utf-8", "backslashreplace")
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -199,7 +200,7 @@ def to_bytes(df: pd.DataFrame, fmt: str, prov: Mapping[str, Any] | None,
         from accelsim.analysis.columns import render
 
         return (head + (table_text if table_text is not None else render(df)) + "\n"
-                ).encode("utf-8")
+                ).encode("utf-8", "backslashreplace")
     raise OutputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from accelsim.errors import safe_text
 from accelsim.io.hwconfig import HwConfig, load_hwconfig
 from accelsim.io.trace import Trace, load_trace
 from accelsim.model.energy import energy_of, load_energy_table, prices
@@ -36,7 +37,7 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
     pes = hw.array.rows * hw.array.cols * hw.array.macs_per_pe
     cycles = stats.cycles
     row: dict[str, Any] = {
-        "layer": s.name, "kind": s.kind, "m": s.m, "k": s.k, "n": s.n,
+        "layer": safe_text(s.name), "kind": s.kind, "m": s.m, "k": s.k, "n": s.n,
         "groups": s.groups, "frames": s.frames, "gemms": s.batch,
         "folds": g.folds,
         "macs_dense": g.macs_dense, "macs_performed": g.macs_performed,
@@ -163,7 +164,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
             per = stats.size_a // stats.shape.frames
             for t in range(stats.shape.frames):
                 frames.append({
-                    "layer": layer.name, "frame": t,
+                    "layer": safe_text(layer.name), "frame": t,
                     "density_a": int(stats.frame_nnz_a[t]) / per,
                     "macs_dense": stats.shape.macs_dense // stats.shape.frames,
                     "macs_performed": int(stats.gemm.frame_performed[t]),
@@ -175,12 +176,12 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         for col in ("frame", "macs_dense", "macs_performed", "compute_cycles",
                     "gemms_skipped"):
             out[col] = out[col].astype(np.int64)
-        out.attrs.update(hw=hw.name, trace=trace.model)
+        out.attrs.update(hw=hw.name, trace=safe_text(trace.model))
         return out
     df = pd.DataFrame(rows)
     for col in COUNT_COLUMNS + _INT_COLUMNS:
         df[col] = df[col].astype(np.int64)
-    df.attrs.update(hw=hw.name, hw_hash=hw.config_hash(), trace=trace.model,
+    df.attrs.update(hw=hw.name, hw_hash=hw.config_hash(), trace=safe_text(trace.model),
                     clock_ghz=hw.clock_ghz, hwconfig=hw.to_dict(),
                     pes=hw.array.rows * hw.array.cols * hw.array.macs_per_pe)
     return df

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from accelsim.errors import TraceError
+from accelsim.errors import TraceError, safe_text
 from accelsim.io.hwconfig import show_value
 from accelsim.io.paths import check_path, is_dir, is_file, safe_resolve, show_path
 from accelsim.io.yamlio import read_yaml
@@ -391,6 +391,12 @@ def write_trace(path: str | os.PathLike, layers: Trace | Iterable[Layer], *,
     for layer in layer_list:
         validate_layer(layer, where=str(path))
     Trace(model=model, layers=tuple(layer_list))  # duplicate-name check
+    for what, text in [("model name", model)] + [("layer name", x.name) for x in layer_list]:
+        try:  # a manifest is UTF-8 YAML: a lone surrogate would make it unreadable
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TraceError(f"{path}: {what} {show_value(safe_text(text))} is not valid text "
+                             f"(lone surrogate); the trace could not be read back") from None
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,

@@ -3,7 +3,8 @@ is built, so that a few-KB trace (a conv with huge padding, a tiny tensor with a
 GEMM) is refused with one line instead of exhausting the machine.
 
 The estimate is an upper bound of the engine's and the memory model's peak working set
-for the layer (tests/test_budget.py holds it to measured peaks): the padded input and
+for the layer (tests/test_robust.py::test_estimate_bounds_the_measured_peak holds it to
+measured peaks): the padded input and
 its im2col copy, the operand masks, the per-axis nonzero counts, the mask products that
 ``skip_both`` and N:M need, and the per-fold int64 arrays of the traffic model.
 """

@@ -212,6 +212,9 @@ class _Dask:
                     from None
         else:
             self.name = f"dask LocalCluster({local})"
+            # Dask's nannies set OMP_NUM_THREADS, PYTHONHASHSEED, ... in this process's
+            # environment to hand them to their workers; close() gives the caller's back
+            self._environ = dict(os.environ)
             self.cluster = LocalCluster(n_workers=local, threads_per_worker=1,
                                         processes=True, dashboard_address=None)
             self.client = Client(self.cluster)
@@ -231,6 +234,9 @@ class _Dask:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+            for key in set(os.environ) - set(self._environ):
+                del os.environ[key]
+            os.environ.update(self._environ)
 
 
 def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
