@@ -23,15 +23,23 @@ def _first_line(text: str, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def _config_line(path: Path) -> str:
-    import yaml
+def _mapping(path: Path, what: str) -> dict | str:
+    """The YAML mapping in ``path`` (the project's bounded safe reader), or a short
+    note in parentheses saying why there is none."""
+    from accelsim.errors import AccelsimError
+    from accelsim.io.yamlio import read_yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        return f"(unreadable: {type(e).__name__})"
-    if not isinstance(raw, dict):
-        return "(not a mapping)"
+        raw = read_yaml(path, allow_empty=True) or {}
+    except AccelsimError:
+        return f"(unreadable {what})"
+    return raw if isinstance(raw, dict) else f"({what} is not a mapping)"
+
+
+def _config_line(path: Path) -> str:
+    raw = _mapping(path, "config")
+    if isinstance(raw, str):
+        return raw
     desc = raw.get("description") or ""
     return _first_line(desc) if desc else "(no description)"
 
@@ -53,14 +61,9 @@ def _energy_line(path: Path) -> str:
 
 def _trace_line(manifest: Path) -> str:
     """Model name, layers, frames and operand widths of a trace, from its manifest."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        return f"(unreadable manifest: {type(e).__name__})"
-    if not isinstance(raw, dict):
-        return "(manifest is not a mapping)"
+    raw = _mapping(manifest, "manifest")
+    if isinstance(raw, str):
+        return raw
     layers = raw.get("layers") if isinstance(raw.get("layers"), list) else []
     prov = raw.get("provenance") if isinstance(raw.get("provenance"), dict) else {}
     kinds: dict[str, int] = {}
