@@ -317,10 +317,13 @@ def validate(traces: str | Path | None = None,
     """Run the validation checks; one DataFrame row per check with the columns
     :data:`COLUMNS`. ``status`` is ``pass``, ``fail`` or ``skipped`` (a bundled trace is
     missing; ``detail`` says which). ``traces`` is the bundled-trace directory (default:
-    the checkout's ``traces/``); ``checks`` selects checks by name."""
+    the checkout's ``traces/``, else ``./traces``); ``checks`` selects checks by name."""
     import pandas as pd
 
-    root = Path(traces) if traces is not None else DEFAULT_TRACES
+    if traces is not None:
+        root = Path(traces)
+    else:  # the checkout this package runs from, else ./traces (an installed copy)
+        root = DEFAULT_TRACES if DEFAULT_TRACES.is_dir() else Path.cwd() / "traces"
     chosen = list(CHECKS)
     if checks is not None:
         names = list(checks)
