@@ -14,6 +14,10 @@ def test_notebook_runs(path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(path, as_version=4)
+    # optional extras a notebook needs (metadata.accelsim.requires), e.g. torch to
+    # evaluate perplexity: skipped, with the reason, where the extra is not installed
+    for module in nb.metadata.get("accelsim", {}).get("requires", []):
+        pytest.importorskip(module, reason=f"{path.name} needs {module} (an optional extra)")
     client = nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises CellExecutionError on the first failing cell
