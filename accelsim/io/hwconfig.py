@@ -305,10 +305,12 @@ class HwConfig:
                     f"{bits}-bit time step of the {self.dataflow} streams), got "
                     f"{ar.pe_buffer_bytes}")
 
-    def stream_bits(self) -> int:
+    def stream_bits(self, lanes: int | None = None) -> int:
         """Bits of one time step of the operands streamed to a PE: both operands on os,
-        the activation on ws, the weight on is (one weight per SIMD lane)."""
-        pr, lanes = self.precision, self.array.pe_simd.width
+        the activation on ws, the weight on is (one weight per SIMD lane; ``lanes=1``:
+        one pair's own operands)."""
+        pr = self.precision
+        lanes = self.array.pe_simd.width if lanes is None else lanes
         return {"os": pr.a_bits + lanes * pr.w_bits, "ws": pr.a_bits,
                 "is": lanes * pr.w_bits}[self.dataflow]
 

@@ -137,9 +137,7 @@ def pe_buffer_counts(hw: HwConfig, performed: int, gated: int) -> dict[str, int]
     performed MAC."""
     out = dict.fromkeys(PE_BUF_KEYS, 0)
     if hw.pe_buffered():  # a pair's own streamed operands (a SIMD lane's share)
-        pr = hw.precision
-        bits = {"os": pr.a_bits + pr.w_bits, "ws": pr.a_bits, "is": pr.w_bits}[hw.dataflow]
-        step = -(-bits // 8)
+        step = -(-hw.stream_bits(lanes=1) // 8)
         out["pe_buf_write_bytes"] = (performed + gated) * step
         out["pe_buf_read_bytes"] = performed * step
     if hw.acc_buffered():
