@@ -100,7 +100,8 @@ def layer_and_hw(draw):
         layer = make("c", x, wt, stride=stride, padding=pad, dilation=dil, groups=groups,
                      frames=bool(frames))
     fmt = {x: {"kind": draw(st.sampled_from(FORMATS), label=f"format {x}"),
-               "run_bits": draw(st.integers(1, 4)), "index_bits": draw(st.integers(1, 8))}
+               "run_bits": draw(st.integers(1, 4)),
+               "index_bits": draw(st.sampled_from(["auto", 6, 7, 8]))}
            for x in "aw"}
     hw = hw_of(draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)),
                draw(st.sampled_from(DATAFLOWS)), draw(st.sampled_from(POLICIES)),

@@ -88,11 +88,15 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
     ("glb_bytes", "bytes", "traffic", "all global-buffer traffic: the sum of the glb_* "
      "columns"),
     ("state_bytes", "bytes", "delta", "delta state traffic: reference and accumulator "
-     "reads and writes"),
+     "reads and writes, and the encoder's dense input reads"),
     ("state_in_dram", "flag", "delta", "1 when the delta state does not fit on chip and "
      "lives in DRAM"),
-    ("state_cycles", "cycles", "delta", "cycles moving delta state, not overlapped with "
-     "compute (in stall_cycles)"),
+    ("state_cycles", "cycles", "delta", "cycles moving delta state (and the encoder's "
+     "dense input read), per frame at the bandwidth of where it lives"),
+    ("state_stall_cycles", "cycles", "delta", "state_cycles not hidden under the frame's "
+     "compute (all of them without double buffering; in stall_cycles)"),
+    ("a_operand_bits", "dim", "layer", "bits of the A operand as stored, moved and "
+     "multiplied: a_bits, or a_bits + 1 for delta layers"),
     ("kv_in_dram", "flag", "kv", "1 when the KV cache does not fit its buffer and lives "
      "in DRAM"),
     ("skip_scan_ops", "count", "skip", "operand pairs a scanning PE looked at and "
@@ -172,6 +176,8 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
     ("area_mm2", "area", "sweep", "sweep: area of the PE array and buffers"),
     ("area_pe_mm2", "area", "sweep", "sweep: area of the PE array"),
     ("area_glb_mm2", "area", "sweep", "sweep: area of the global buffers"),
+    ("area_state_mm2", "area", "sweep", "sweep: area of the delta state buffer "
+     "(delta.state auto)"),
 ]
 
 _LEVEL = {"dram": "DRAM", "glb": "global buffer", "rf": "PE register files"}
@@ -187,8 +193,9 @@ def _traffic_meaning(name: str) -> str:
         return f"{what}: {parts[2]}s"
     if parts[0] == "pe":  # pe_hop_<op>_bytes
         return f"PE-to-PE transfers of {_OPERAND[parts[2]]} (one per hop)"
-    if parts[0] == "state":  # state_<ref|acc>_<read|write>_bytes
-        what = "reference (last input)" if parts[1] == "ref" else "accumulator (last output)"
+    if parts[0] == "state":  # state_<ref|acc|enc>_<read|write>_bytes
+        what = {"ref": "reference (last input)", "acc": "accumulator (last output)",
+                "enc": "encoder's dense input (from DRAM, frames >= 1)"}[parts[1]]
         return f"delta state: {what} {parts[2]}s"
     level, op, direction = parts[0], parts[1], parts[2]
     meta = len(parts) > 3 and parts[3] == "meta"

@@ -13,9 +13,15 @@ from accelsim.errors import safe_text
 from accelsim.io.hwconfig import HwConfig, load_hwconfig
 from accelsim.io.trace import Trace, load_trace
 from accelsim.model.energy import energy_of, load_energy_table, prices
-from accelsim.model.engine import LayerStats, simulate_layer
+from accelsim.model.engine import LayerStats, check_delta_thresholds, simulate_layer
 from accelsim.model.kvcache import KV_KEYS
-from accelsim.model.memory import HOP_KEYS, PE_BUF_KEYS, STATE_KEYS, TRAFFIC_KEYS
+from accelsim.model.memory import (
+    HOP_KEYS,
+    PE_BUF_KEYS,
+    STATE_BYTE_KEYS,
+    STATE_KEYS,
+    TRAFFIC_KEYS,
+)
 from accelsim.model.skipcost import SKIP_KEYS
 
 #: integer count columns (summed in totals)
@@ -58,7 +64,8 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
     row["delta_gemms_skipped"] = int((~stats.gemm.active).sum())
     row["delta_density_a"] = (stats.delta_nnz / stats.delta_size if stats.delta_size
                               else float("nan"))
-    row["state_bytes"] = sum(stats.mem.counts[k] for k in STATE_KEYS[:4])
+    row["state_bytes"] = sum(stats.mem.counts[k] for k in STATE_BYTE_KEYS)
+    row["a_operand_bits"] = stats.a_operand_bits or hw.precision.a_bits
     row["dram_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("dram_"))
     row["glb_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("glb_"))
     row.update(energy_of(row, price))
@@ -66,7 +73,7 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
 
 
 _INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
-                "size_w", "dram_bytes", "glb_bytes", "state_bytes"]
+                "size_w", "dram_bytes", "glb_bytes", "state_bytes", "a_operand_bits"]
 
 
 def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
@@ -131,6 +138,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     from accelsim.model.threshold import resolve_thresholds, threshold_error, threshold_layer
 
     trace, hw = _resolve(trace, hw, overrides)
+    check_delta_thresholds(trace, hw)
     for note in precision_notes(trace, hw):
         warnings.warn(f"{trace.model}: {note}", PrecisionWarning, stacklevel=2)
     price = prices(hw, load_energy_table(hw.energy))
@@ -156,7 +164,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
             from accelsim.model.sparsity import delta_error
 
             nan = float("nan")
-            row.update(delta_error(layer, hw.delta.threshold) if delta_applies(layer, hw)
+            th_d = hw.delta.threshold_for(layer.name)
+            row.update(delta_error(layer, th_d) if delta_applies(layer, hw)
                        else {"delta_err_max": nan, "delta_err_rms": nan,
                              "delta_err_rel": nan, "delta_exact": nan})
         rows.append(row)
@@ -187,7 +196,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     return df
 
 
-_NOT_SUMMED = ("m", "k", "n", "groups", "frames")
+_NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits")
 
 
 def totals(df: pd.DataFrame) -> pd.Series:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
 import hashlib
 import importlib.resources
 import json
@@ -56,12 +57,15 @@ MAX_KIB = 2.0**30
 
 def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
         le: float | None = None, choices: tuple[str, ...] | None = None,
-        allow_inf: bool = False, doc: str = "") -> Any:
+        allow_inf: bool = False, auto: bool = False, per_layer: bool = False,
+        doc: str = "") -> Any:
     """Declare a config field with its constraints (read by the loader). Numbers are
     always finite (NaN never passes) unless ``allow_inf``; integers and floats without
-    ``le`` are bounded by :data:`INT_LIMIT` / :data:`FLOAT_LIMIT`."""
+    ``le`` are bounded by :data:`INT_LIMIT` / :data:`FLOAT_LIMIT`. ``auto``: the string
+    ``"auto"`` is accepted besides the number; ``per_layer``: a number or a mapping from
+    layer name (or glob) to a number."""
     meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "allow_inf": allow_inf,
-            "doc": doc}
+            "auto": auto, "per_layer": per_layer, "doc": doc}
     if isinstance(default, type) and dataclasses.is_dataclass(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -135,8 +139,13 @@ class MemoryConfig:
 class FormatConfig:
     kind: str = opt("dense", choices=FORMAT_KINDS, doc="compressed format")
     run_bits: int = opt(4, ge=1, le=32, doc="rle: bits per zero-run field")
-    index_bits: int = opt(8, ge=1, le=32, doc="csr/coo: bits per coordinate")
-    ptr_bits: int = opt(16, ge=1, le=64, doc="csr: bits per fiber pointer")
+    index_bits: int | str = opt(8, ge=1, le=32, auto=True,
+                                doc="csr/coo: bits per coordinate; auto: the bits the "
+                                    "layer's longest fiber (coo: also its fiber count) "
+                                    "needs")
+    ptr_bits: int | str = opt(16, ge=1, le=64, auto=True,
+                              doc="csr: bits per fiber pointer; auto: the bits the "
+                                  "layer's largest tile needs")
 
 
 @dataclass(frozen=True)
@@ -148,11 +157,27 @@ class FormatsConfig:
 @dataclass(frozen=True)
 class DeltaConfig:
     enabled: bool = opt(False, doc="process thresholded frame-to-frame changes")
-    threshold: float = opt(0.0, ge=0, doc="|delta| <= threshold counts as zero, in stored-"
-                                          "value units (quantisation steps for int traces)")
+    threshold: float | dict = opt(0.0, ge=0, per_layer=True,
+                                  doc="|delta| <= threshold counts as zero, in stored-value "
+                                      "units (quantisation steps for int traces); a number, "
+                                      "or a mapping from layer name or glob to a number "
+                                      "(layers it does not match: 0)")
     state: str = opt("auto", choices=("auto", "glb", "dram"),
                      doc="where reference activations and accumulators live")
     state_kib: float = opt(64.0, gt=0, le=MAX_KIB, doc="on-chip state buffer size, KiB")
+
+    def threshold_for(self, layer: str) -> float:
+        """The threshold of layer ``layer``: the number, or from the mapping its exact
+        name, else the first glob (in the mapping's order) that matches it, else 0."""
+        th = self.threshold
+        if not isinstance(th, Mapping):
+            return float(th)
+        if layer in th:
+            return float(th[layer])
+        for pattern, value in th.items():
+            if fnmatch.fnmatchcase(layer, pattern):
+                return float(value)
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -376,6 +401,8 @@ def _expect(ftype: Any, meta: Mapping[str, Any]) -> str:
                 bound = int(bound)
             parts.append(f"{sym} {bound:g}" if isinstance(bound, float) else f"{sym} {bound}")
     text = " ".join([words, " and ".join(parts)]) if parts else words
+    if meta.get("auto"):
+        return text + " or auto"
     return text + " or .inf" if ftype is float and meta.get("allow_inf") else text
 
 
@@ -446,6 +473,28 @@ def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
     return value
 
 
+def _per_layer(value: Any, meta: Mapping[str, Any], where: str, key: str) -> Any:
+    """A number, or a mapping from layer name or glob to a number (each checked like the
+    number, the error naming ``key.<layer>``)."""
+    if not isinstance(value, Mapping):
+        try:
+            return _check_scalar(value, float, meta, where, key)
+        except ConfigError:
+            raise ConfigError(f"{where}: {key}: expected {_expect(float, meta)}, or a "
+                              f"mapping from layer name (or glob) to such a number, got "
+                              f"{show_value(value)}") from None
+    if not value:
+        raise ConfigError(f"{where}: {key}: expected a number or a non-empty mapping from "
+                          f"layer name to number, got an empty mapping")
+    out = {}
+    for name, v in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: {key}: expected layer names (strings) as keys, "
+                              f"got {show_value(name)}")
+        out[name] = _check_scalar(v, float, meta, where, f"{key}.{show_value(name)[1:-1]}")
+    return out
+
+
 def check_keys(raw: Mapping[str, Any], allowed: Iterable[str], where: str,
                prefix: str = "") -> None:
     """Reject the first key of ``raw`` not in ``allowed`` with one line naming the file,
@@ -484,7 +533,12 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
                 continue
             raise ConfigError(f"{where}: {key}: missing required key")
         value = raw[name]
-        if dataclasses.is_dataclass(ftype):
+        if f.metadata.get("auto"):
+            kwargs[name] = value if value == "auto" else _check_scalar(
+                value, int, f.metadata, where, key)
+        elif f.metadata.get("per_layer"):
+            kwargs[name] = _per_layer(value, f.metadata, where, key)
+        elif dataclasses.is_dataclass(ftype):
             kwargs[name] = build(ftype, value, where, key + ".")
         else:
             kwargs[name] = _check_scalar(value, ftype, f.metadata, where, key)

@@ -30,6 +30,10 @@ in a design-space sweep; it is not a floorplan. Area = PE array + global buffer:
   I/O take the other half in small macros) one KiB = 8192 bits takes
   8192 · 0.346 / 0.5 µm² = 5669 µm² = 0.00567 mm² (*derived*).
 
+* **Delta state buffer** (``delta.state_kib`` when ``delta.enabled`` with ``state:
+  auto``): SRAM at the same density (``area_state_mm2``). Under ``state: glb`` the state
+  shares the GLB's out partition and adds no area.
+
 DRAM is off chip and not counted. Numbers are for 45 nm whatever energy table the
 config names; scale by (node/45)² for a rough other-node estimate.
 """
@@ -100,9 +104,14 @@ def pe_um2(hw: HwConfig) -> float:
 
 def area_of(hw: HwConfig) -> dict[str, Any]:
     """Area estimate of ``hw`` in mm²: ``area_pe_mm2`` (whole array), ``area_glb_mm2``
-    (global buffer SRAM) and their sum ``area_mm2``."""
+    (global buffer SRAM), ``area_state_mm2`` (the delta state buffer) and their sum
+    ``area_mm2``."""
+    from accelsim.model.energy import state_buffer_kib
+
     pes = hw.array.rows * hw.array.cols
     pe_mm2 = pes * pe_um2(hw) / UM2_PER_MM2
     glb = hw.memory.glb
     glb_mm2 = (glb.a_kib + glb.w_kib + glb.out_kib) * SRAM_MM2_PER_KIB
-    return {"area_pe_mm2": pe_mm2, "area_glb_mm2": glb_mm2, "area_mm2": pe_mm2 + glb_mm2}
+    state_mm2 = state_buffer_kib(hw) * SRAM_MM2_PER_KIB
+    return {"area_pe_mm2": pe_mm2, "area_glb_mm2": glb_mm2, "area_state_mm2": state_mm2,
+            "area_mm2": pe_mm2 + glb_mm2 + state_mm2}

@@ -208,8 +208,12 @@ def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
         e = table.sram_pj_per_byte(kib)
         p[f"glb_{op}_read"], p[f"glb_{op}_write"] = e, e * wf
     p["dram"] = table.dram_pj_per_bit[dt] * 8
-    e = table.sram_pj_per_byte(hw.delta.state_kib)
+    # on-chip delta state: the state buffer of state_kib (state: auto), or the GLB's out
+    # partition that it shares (state: glb)
+    d = hw.delta
+    e = table.sram_pj_per_byte(glb.out_kib if d.state == "glb" else d.state_kib)
     p["state_sram_read"], p["state_sram_write"] = e, e * wf
+    p["a_bits"] = float(hw.precision.a_bits)
     p["nm_mux"] = table.nm_mux_pj
     p["decode"] = table.decode_pj
     p["pe_hop"] = table.pe_hop_pj_per_byte
@@ -220,16 +224,30 @@ def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
     pes = hw.array.rows * hw.array.cols
     pe_buf_kib = hw.array.pe_buffer_bytes / 1024 if hw.pe_buffered() else 0.0
     leak_mw = pes * (table.leak_pe_mw + pe_buf_kib * table.leak_sram_mw_per_kib) + \
-        (glb.a_kib + glb.w_kib + glb.out_kib) * table.leak_sram_mw_per_kib
+        (glb.a_kib + glb.w_kib + glb.out_kib + state_buffer_kib(hw)) * table.leak_sram_mw_per_kib
     p["leakage_per_cycle"] = leak_mw / hw.clock_ghz  # mW x ns = pJ
     return p
+
+
+def state_buffer_kib(hw: HwConfig) -> float:
+    """KiB of the dedicated delta state buffer: ``delta.state_kib`` when delta is on with
+    ``state: auto`` (built whether or not a layer's state fits it); 0 under ``glb`` (the
+    state shares the GLB's out partition) or ``dram``."""
+    d = hw.delta
+    return d.state_kib if d.enabled and d.state == "auto" else 0.0
 
 
 def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, float]:
     """Energy per component and in total (pJ) from a mapping of counts."""
     c = counts
     e = {}
-    e["mac"] = c["macs_performed"] * p["mac_performed"] + c["macs_gated"] * p["mac_gated"]
+    # a MAC with a wider A operand (a_bits + 1 for delta layers) costs (a_bits + 1) /
+    # a_bits of the table's MAC: a multiplier grows as a_bits x w_bits cells (the table's
+    # own int16 derivation); scaling the adder too over-prices it slightly (docs/energy.md)
+    wide = c.get("a_operand_bits", 0) / p["a_bits"] if p.get("a_bits") else 1.0
+    wide = max(1.0, wide) if wide == wide else 1.0  # NaN (totals read back) -> 1
+    e["mac"] = wide * (c["macs_performed"] * p["mac_performed"]
+                       + c["macs_gated"] * p["mac_gated"])
     # skipping, per design (docs/energy.md): a skipped pair costs only where the design
     # scans it; enumerating designs pay per decoded element; both read metadata bits
     e["skip"] = (c.get("skip_scan_ops", 0) * p["mac_skipped"]
@@ -263,6 +281,7 @@ def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, fl
         e["state"] = (reads + writes) * p["dram"]
     else:
         e["state"] = reads * p["state_sram_read"] + writes * p["state_sram_write"]
+    e["state"] += c.get("state_enc_read_bytes", 0) * p["dram"]  # the encoder's dense read
     e["mux"] = c.get("nm_mux_ops", 0) * p["nm_mux"]
     e["leakage"] = c["cycles"] * p["leakage_per_cycle"]
     out = {f"energy_{k}_pj": float(e[k]) for k in COMPONENTS}

@@ -20,7 +20,13 @@ from accelsim.errors import SimulationError
 from accelsim.io.hwconfig import HwConfig
 from accelsim.io.trace import Layer
 from accelsim.model.dataflow import make_plan
-from accelsim.model.memory import MemoryResult, simulate_memory
+from accelsim.model.memory import (
+    MemoryResult,
+    a_operand_bits,
+    delta_on,
+    resolve_formats,
+    simulate_memory,
+)
 from accelsim.model.skipcost import SKIP_KEYS, gemm_skip_costs
 from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from accelsim.model.sync import fold_cycles as sync_fold_cycles
@@ -201,6 +207,8 @@ class LayerStats:
     nm_mux_ops: int = 0
     #: nonzeros of the A operand (the delta operand under delta processing) per frame
     frame_nnz_a: np.ndarray | None = None
+    #: bits of the A operand as moved and multiplied (a_bits + 1 under delta)
+    a_operand_bits: int = 0
 
     @property
     def compute_cycles(self) -> int:
@@ -239,7 +247,25 @@ def real_mask(layer: Layer) -> np.ndarray | None:
 
 
 def delta_applies(layer: Layer, hw: HwConfig) -> bool:
-    return bool(hw.delta.enabled and layer.frames and layer.kind != "matmul")
+    return delta_on(layer, hw)
+
+
+def check_delta_thresholds(trace, hw: HwConfig) -> None:
+    """Every key of a per-layer ``delta.threshold`` mapping must name (or, as a glob,
+    match) a layer of ``trace``: a key that matches none is a one-line
+    :class:`~accelsim.errors.ConfigError` (a typo would silently leave a layer at 0)."""
+    import fnmatch
+
+    from accelsim.errors import ConfigError, did_you_mean
+
+    th = hw.delta.threshold
+    if not hw.delta.enabled or not isinstance(th, dict):
+        return
+    names = [la.name for la in trace.layers]
+    for key in th:
+        if not any(fnmatch.fnmatchcase(nm, key) for nm in names):
+            raise ConfigError(f"{hw.name}: delta.threshold.{key}: matches no layer of trace "
+                              f"{trace.model}{did_you_mean(key, names)}")
 
 
 def nm_applies(layer: Layer, hw: HwConfig) -> bool:
@@ -262,7 +288,7 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
     w = np.asarray(layer.w)
     changed = None
     if delta_applies(layer, hw):
-        operand, changed = delta_operand(a, hw.delta.threshold)
+        operand, changed = delta_operand(a, hw.delta.threshold_for(layer.name))
         a_mask = operand != 0
     else:
         a_mask = a != 0
@@ -273,6 +299,7 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
     if nm_applies(layer, hw):
         check_nm(layer, wz, hw.structured.n, hw.structured.m)
         nm = nm_structure(wz, hw.structured.n, hw.structured.m)
+    hw = resolve_formats(layer, hw, az.shape[-2], az.shape[-1], wz.shape[-1], nm)
     active = np.ones(az.shape[:2], bool)
     if changed is not None and hw.zero_policy in ("skip_a", "skip_both"):
         active[1:] = az[1:].any(axis=(-1, -2))
@@ -282,7 +309,8 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
                           active=active, changed=changed)
     stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
                        size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size,
-                       nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0)
+                       nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0,
+                       a_operand_bits=a_operand_bits(layer, hw))
     stats.frame_nnz_a = np.count_nonzero(
         a_mask.reshape(shape.frames, -1) if layer.frames else a_mask.reshape(1, -1), axis=1)
     if changed is not None:

@@ -8,6 +8,7 @@ tile is a block of fibers x a K range, flattened row-major.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import numpy as np
 from accelsim.errors import SimulationError
 from accelsim.io.hwconfig import FormatConfig, HwConfig
 from accelsim.io.trace import Layer
-from accelsim.model.dataflow import Plan
+from accelsim.model.dataflow import Plan, make_plan
 from accelsim.model.kernels import block_nnz_rle, range_nnz_rle, uniform_bounds
 from accelsim.model.sparsity import NMStructure
 
@@ -35,7 +36,8 @@ TRAFFIC_KEYS = (
 
 
 def format_bits(fmt: FormatConfig, bits: int, nnz, numel, fibers, entries):
-    """(data bits, metadata bits) of tiles, elementwise over arrays of tile statistics."""
+    """(data bits, metadata bits) of tiles, elementwise over arrays of tile statistics.
+    csr/coo widths must be resolved (:func:`resolve_formats`), not ``auto``."""
     kind = fmt.kind
     nnz = np.asarray(nnz, np.int64)
     numel = np.asarray(numel, np.int64)
@@ -51,6 +53,103 @@ def format_bits(fmt: FormatConfig, bits: int, nnz, numel, fibers, entries):
     if kind == "coo":
         return nnz * bits, nnz * (2 * fmt.index_bits)
     raise ValueError(f"unknown format {kind!r}")
+
+
+def bits_for(values: int) -> int:
+    """Bits that tell ``values`` values apart: ceil(log2(values)), at least 1."""
+    return max(1, (int(values) - 1).bit_length())
+
+
+def delta_on(layer: Layer, hw: HwConfig) -> bool:
+    """Temporal delta applies: frames, and a weight as the right operand."""
+    return bool(hw.delta.enabled and layer.frames and layer.kind != "matmul")
+
+
+def a_operand_bits(layer: Layer, hw: HwConfig) -> int:
+    """Bits of the A operand as stored, moved and multiplied: ``a_bits``, or
+    ``a_bits + 1`` where delta applies (the difference of two ``a_bits`` values needs
+    one bit more: int8 deltas span -255..255); every frame of such a layer, frame 0
+    included, uses the wide format."""
+    return hw.precision.a_bits + (1 if delta_on(layer, hw) else 0)
+
+
+def format_tiles(layer: Layer, hw: HwConfig, m: int, k: int, n: int,
+                 nm: NMStructure | None) -> dict[str, list[tuple[str, int, int]]]:
+    """Per operand, the kinds of tile its format must address, as (what, fibers, fiber
+    length) of the largest tile of the kind (docs/memory-model.md, "Index widths"): the
+    unique operand DRAM holds and the tile a fold reads from the GLB."""
+    plan = make_plan(hw)
+    r, c = plan.rows, plan.cols
+    x = np.shape(layer.a)[1:] if layer.frames else np.shape(layer.a)
+    if layer.kind in ("conv1d", "conv2d", "conv3d"):
+        ua = (x[0] * (x[1] // layer.groups) * math.prod(x[2:-1]), x[-1])
+    else:
+        ua = (m, k)
+    kk = nm.k_kept if nm is not None else k
+    if hw.dataflow == "os":
+        fa, fw = (min(r, m), k), (min(c, n), k)
+    elif hw.dataflow == "ws":
+        fw = (min(c, n), min(r, kk))
+        if nm is None:
+            fa = (m, min(r, k))
+        else:  # A spans the K groups of the fold's compressed rows
+            rows = uniform_bounds(kk, r)
+            g0, g1 = rows[:, 0] // nm.n, (rows[:, 1] - 1) // nm.n
+            fa = (m, int((np.minimum(k, (g1 + 1) * nm.m) - g0 * nm.m).max()))
+    else:
+        fa, fw = (min(c, m), min(r, k)), (n, min(r, k))
+    out = {"a": [("the unique A operand", *ua), ("a fold's A tile", *fa)],
+           "w": [("the unique W operand", n, k), ("a fold's W tile", *fw)]}
+    if nm is not None:  # N:M weights carry their own ceil(log2 m)-bit indices
+        del out["w"]
+    return out
+
+
+def _needed(kind: str, fibers: int, length: int) -> tuple[int, int]:
+    """(index bits, pointer bits) a tile of ``fibers`` fibers of ``length`` needs: csr
+    indexes a position in its fiber and points at up to fibers x length nonzeros; coo
+    stores (fiber, position) pairs, both coordinates at the index width."""
+    if kind == "coo":
+        return max(bits_for(fibers), bits_for(length)), 1
+    return bits_for(length), bits_for(fibers * length + 1)
+
+
+def resolve_formats(layer: Layer, hw: HwConfig, m: int, k: int, n: int,
+                    nm: NMStructure | None = None) -> HwConfig:
+    """``hw`` with every ``auto`` index/pointer width of the operand formats replaced by
+    the width the layer needs (the largest over the operand's tile kinds); a csr/coo
+    width set too narrow for one of them is a one-line :class:`SimulationError`."""
+    fmts = {"a": hw.formats.a, "w": hw.formats.w}
+    tiles = format_tiles(layer, hw, m, k, n, nm)
+    for op, fmt in fmts.items():
+        need = [(what, fib, ln, *_needed(fmt.kind, fib, ln))
+                for what, fib, ln in tiles.get(op, [])]
+        new = {}
+        for key, pos in (("index_bits", 3), ("ptr_bits", 4)):
+            want = max((t[pos] for t in need), default=1)
+            have = getattr(fmt, key)
+            if have == "auto":
+                new[key] = want
+                continue
+            if fmt.kind not in ("csr", "coo") or (key == "ptr_bits" and fmt.kind == "coo"):
+                continue
+            for what, fib, ln, ib, pb in need:
+                bad = ib if key == "index_bits" else pb
+                if have < bad:
+                    if key == "ptr_bits":
+                        why = f"count the up to {fib * ln} nonzeros of {what} ({fib}x{ln})"
+                    elif fmt.kind == "coo":
+                        why = (f"address the {fib} fibers and {ln} positions of {what}")
+                    else:
+                        why = f"address the {ln} positions of a fiber of {what}"
+                    raise SimulationError(
+                        f"layer {layer.name!r}: {hw.name}: formats.{op}.{key}: {have} bits "
+                        f"cannot {why} ({fmt.kind} needs {bad}; set {key}: {bad} or auto)")
+        if new:
+            fmts[op] = dataclasses.replace(fmt, **new)
+    if fmts["a"] is hw.formats.a and fmts["w"] is hw.formats.w:
+        return hw
+    return dataclasses.replace(hw, formats=dataclasses.replace(hw.formats, **fmts))
 
 
 def _bytes(bits):
@@ -170,7 +269,10 @@ def _hops(df: str, grid, on, a_b, w_b, m: int, n: int, k_rows: int, r: int, c: i
 
 #: delta state columns (docs/delta-and-nm.md)
 STATE_KEYS = ("state_ref_read_bytes", "state_ref_write_bytes", "state_acc_read_bytes",
-              "state_acc_write_bytes", "state_in_dram", "state_cycles")
+              "state_acc_write_bytes", "state_enc_read_bytes", "state_in_dram",
+              "state_cycles", "state_stall_cycles")
+#: the state columns that are bytes moved
+STATE_BYTE_KEYS = STATE_KEYS[:5]
 
 
 @dataclass
@@ -193,34 +295,85 @@ def _nm_bytes(slots, hw: HwConfig, nm: NMStructure):
     return _bytes(slots * hw.precision.w_bits), _bytes(slots * nm.index_bits)
 
 
-def _delta_state(layer: Layer, hw: HwConfig, npf: int, m: int, n: int, active: np.ndarray,
-                 changed: np.ndarray | None) -> dict[str, int]:
+def state_size(layer: Layer, hw: HwConfig, npf: int, m: int, n: int) -> int:
+    """Bytes of one frame's delta state: the reference activations (``a_bits``) and the
+    accumulators of every GEMM of a frame (``out_bits``)."""
+    prec = hw.precision
+    numel = np.asarray(layer.a)[0].size
+    return -(-numel * prec.a_bits // 8) + -(-npf * m * n * prec.out_bits // 8)
+
+
+def state_glb_bytes(layer: Layer, hw: HwConfig, npf: int, m: int, n: int,
+                    changed: np.ndarray | None) -> int:
+    """GLB bytes the delta state takes from the ``out`` partition under ``state: glb``
+    (0 otherwise); a state that leaves the partition less than one array tile of partial
+    sums is a one-line :class:`SimulationError`."""
+    if changed is None or hw.delta.state != "glb":
+        return 0
+    size = state_size(layer, hw, npf, m, n)
+    glb, ar = hw.memory.glb, hw.array
+    tile = ar.rows * ar.cols * -(-hw.precision.out_bits // 8)
+    if glb.out_kib * 1024 - size < tile:
+        raise SimulationError(
+            f"layer {layer.name!r}: {hw.name}: delta.state: glb: the {size}-byte delta "
+            f"state does not fit memory.glb.out_kib = {glb.out_kib:g} KiB next to one "
+            f"{ar.rows}x{ar.cols} tile of partial sums ({tile} bytes); use state: auto or "
+            f"dram, or a larger out_kib")
+    return size
+
+
+def _delta_state(layer: Layer, hw: HwConfig, az: np.ndarray, n: int,
+                 changed: np.ndarray | None,
+                 fold_cycles: np.ndarray | None = None) -> dict[str, int]:
+    """Delta state traffic and cycles (docs/delta-and-nm.md). ``az`` [F, P, M, K] is the
+    lowered delta operand's mask: an output row is *reached* in frame t >= 1 when its row
+    of A (its receptive field) holds a change; only reached accumulators move.
+    ``fold_cycles`` [F, P, ...] gives each frame's compute, under which double-buffered
+    state traffic hides."""
     out = dict.fromkeys(STATE_KEYS, 0)
     if changed is None:
         return out
     prec = hw.precision
-    nf = changed.shape[0]
+    nf, npf, m = az.shape[:3]
     numel = np.asarray(layer.a).size // nf
     ref_full = -(-numel * prec.a_bits // 8)
-    acc = _bytes(active.sum(axis=1).astype(np.int64) * (m * n) * prec.out_bits)  # [F]
+    reached = az.any(axis=-1).sum(axis=(1, 2), dtype=np.int64)  # [F] output rows
+    acc_write = _bytes(reached * n * prec.out_bits)
+    acc_write[0] = -(-npf * m * n * prec.out_bits // 8)  # frame 0 sets every accumulator
+    acc_read = acc_write.copy()
+    acc_read[0] = 0
     ref_read = np.full(nf, ref_full, np.int64)
     ref_read[0] = 0
+    enc_read = ref_read.copy()  # the encoder reads the dense input from DRAM
     ref_write = _bytes(changed * prec.a_bits)
-    acc_read = acc.copy()
-    acc_read[0] = 0
-    acc_write = acc
-    state_bytes = ref_full + -(-npf * m * n * prec.out_bits // 8)
     d = hw.delta
-    in_dram = d.state == "dram" or (d.state == "auto" and state_bytes > d.state_kib * 1024)
-    bw = (hw.memory.dram.bandwidth_bytes_per_cycle if in_dram
-          else hw.memory.glb.bandwidth_bytes_per_cycle)
+    in_dram = d.state == "dram" or (d.state == "auto" and
+                                    state_size(layer, hw, npf, m, n) > d.state_kib * 1024)
     per_frame = ref_read + ref_write + acc_read + acc_write
+    dram_f = enc_read + (per_frame if in_dram else 0)
+    glb_f = 0 if in_dram else per_frame
+    cyc = np.maximum(_ceil_div(dram_f, hw.memory.dram.bandwidth_bytes_per_cycle),
+                     _ceil_div(glb_f, hw.memory.glb.bandwidth_bytes_per_cycle))
+    stall = state_exposed(cyc, fold_cycles, hw)
     out.update(state_ref_read_bytes=int(ref_read.sum()),
                state_ref_write_bytes=int(ref_write.sum()),
                state_acc_read_bytes=int(acc_read.sum()),
-               state_acc_write_bytes=int(acc_write.sum()), state_in_dram=int(in_dram),
-               state_cycles=int(_ceil_div(per_frame, bw).sum()))
+               state_acc_write_bytes=int(acc_write.sum()),
+               state_enc_read_bytes=int(enc_read.sum()), state_in_dram=int(in_dram),
+               state_cycles=int(cyc.sum()), state_stall_cycles=stall)
     return out
+
+
+def state_exposed(frame_state_cycles: np.ndarray, fold_cycles: np.ndarray | None,
+                  hw: HwConfig) -> int:
+    """Cycles of state traffic not hidden under compute: with double buffering a frame's
+    state moves while that frame computes, ``max(0, state_t - compute_t)`` per frame;
+    without it all of it is exposed."""
+    cyc = np.asarray(frame_state_cycles, np.int64)
+    if not hw.memory.glb.double_buffer or fold_cycles is None:
+        return int(cyc.sum())
+    compute = fold_cycles.reshape(fold_cycles.shape[0], -1).sum(axis=1, dtype=np.int64)
+    return int(np.maximum(cyc - compute, 0).sum())
 
 
 def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
@@ -240,6 +393,8 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     fa, fw = hw.formats.a, hw.formats.w
     glb = hw.memory.glb
     a_cap, w_cap, out_cap = glb.a_kib * 1024, glb.w_kib * 1024, glb.out_kib * 1024
+    out_cap -= state_glb_bytes(layer, hw, npf, m, n, changed)  # state: glb shares out
+    a_bits = a_operand_bits(layer, hw)  # delta operands are a_bits + 1 wide
     wt = np.swapaxes(wz, -1, -2)  # [Fw, P, N, K]
     wt3 = wt.reshape((-1,) + wt.shape[-2:])
     az3 = az.reshape((-1,) + az.shape[-2:])
@@ -252,7 +407,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     # --- per-fold tiles in memory order [F, P, n_outer, n_inner]
     if df == "os":  # i over M (outer), j over N (inner)
         no, ni = -(-m // r), -(-n // c)
-        ad, am = tile_bytes(az3, r, k, fa, prec.a_bits)  # [B, no, 1]
+        ad, am = tile_bytes(az3, r, k, fa, a_bits)  # [B, no, 1]
         if nm is None:
             wd, wm = tile_bytes(wt3, c, k, fw, prec.w_bits)  # [Bw, ni, 1]
         else:
@@ -264,7 +419,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     elif df == "ws":  # j over N (outer), kt over K (inner)
         no, ni = -(-n // c), -(-kk // r)
         if nm is None:
-            ad, am = tile_bytes(az3, m, r, fa, prec.a_bits)  # [B, 1, ni]
+            ad, am = tile_bytes(az3, m, r, fa, a_bits)  # [B, 1, ni]
             wd, wm = tile_bytes(wt3, c, r, fw, prec.w_bits)  # [Bw, no, ni]
         else:
             rows = uniform_bounds(kk, r)  # compressed rows of each K tile
@@ -275,7 +430,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
             numel = np.broadcast_to((m * (kr[:, 1] - kr[:, 0]))[None, None, :], nnz.shape)
             if fa.kind == "dense":
                 nnz = ent = np.broadcast_to(numel, nnz.shape)
-            dbits, mbits = format_bits(fa, prec.a_bits, nnz, numel, m, ent)
+            dbits, mbits = format_bits(fa, a_bits, nnz, numel, m, ent)
             ad, am = _bytes(dbits), _bytes(mbits)
             wd, wm = _nm_bytes(_extents(n, c)[:, None] * (rows[:, 1] - rows[:, 0])[None, :],
                                hw, nm)
@@ -286,7 +441,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         order_cycles = np.swapaxes(fold_cycles, -1, -2)
     else:  # "is": i over M (outer), kt over K (inner)
         no, ni = -(-m // c), -(-k // r)
-        ad, am = tile_bytes(az3, c, r, fa, prec.a_bits)  # [B, no, ni]
+        ad, am = tile_bytes(az3, c, r, fa, a_bits)  # [B, no, ni]
         wd, wm = tile_bytes(wt3, n, r, fw, prec.w_bits)  # [Bw, 1, ni]
         a_d, a_m = ad.reshape(nf, npf, no, ni), am.reshape(nf, npf, no, ni)
         w_d, w_m = wd.reshape(fwn, npf, 1, ni), wm.reshape(fwn, npf, 1, ni)
@@ -298,7 +453,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
 
     # --- unique (DRAM) sizes and residency
     ua_mask = _unique_a_mask(layer, az, a_mask)
-    uad, uam = tile_bytes(ua_mask, ua_mask.shape[1], ua_mask.shape[2], fa, prec.a_bits)
+    uad, uam = tile_bytes(ua_mask, ua_mask.shape[1], ua_mask.shape[2], fa, a_bits)
     ua_d = np.where(active, uad.reshape(nf, npf), 0)
     ua_m = np.where(active, uam.reshape(nf, npf), 0)
     if nm is None:
@@ -344,7 +499,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         out_w = np.where(on, np.where(kt == ni - 1, _bytes(blk * prec.a_bits)[:, None], 0), 0)
 
     # --- register files: a gated pair gates its operand reads (docs/energy.md)
-    ab, wb, ob = -(-prec.a_bits // 8), -(-prec.w_bits // 8), -(-prec.out_bits // 8)
+    ab, wb, ob = -(-a_bits // 8), -(-prec.w_bits // 8), -(-prec.out_bits // 8)
 
     counts = {
         "dram_a_read_bytes": int(da_d.sum()), "dram_a_read_meta_bytes": int(da_m.sum()),
@@ -367,7 +522,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     counts = {key: counts[key] for key in TRAFFIC_KEYS}
     counts.update(_hops(df, grid, on, a_d + a_m, w_d + w_m, m, n, kk, r, c, ob))
     counts.update(pe_buffer_counts(hw, performed, gated))
-    state = _delta_state(layer, hw, npf, m, n, active, changed)
+    state = _delta_state(layer, hw, az, n, changed, fold_cycles)
     counts.update(state)
     if max(counts.values()) >= 2**62:
         raise SimulationError(f"layer {layer.name!r}: traffic overflows 64-bit counters")
@@ -393,6 +548,6 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         cycles = int(load[0]) + int(np.maximum(compute, load[1:]).sum())
     else:
         cycles = int(load.sum()) + compute_total
-    cycles += state["state_cycles"]
+    cycles += state["state_stall_cycles"]
     return MemoryResult(counts=counts, compute_cycles=compute_total,
                         stall_cycles=cycles - compute_total, cycles=cycles)

@@ -49,8 +49,10 @@ STATE_FIELDS = (
     "state_ref_write_bytes",
     "state_acc_read_bytes",
     "state_acc_write_bytes",
+    "state_enc_read_bytes",
     "state_in_dram",
     "state_cycles",
+    "state_stall_cycles",
 )
 
 #: the delta and N:M fields (0 where the feature does not apply)

@@ -97,7 +97,8 @@ def _w_bytes(w_t: np.ndarray, hw: HwConfig, nm: _NM | None) -> tuple[int, int]:
 
 def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str,
                  fold_cycles: dict[tuple[int, int], int], hw: HwConfig,
-                 tot: dict[str, int], nm: _NM | None = None) -> list[dict[str, int]]:
+                 tot: dict[str, int], nm: _NM | None = None,
+                 a_bits: int | None = None, state_glb: int = 0) -> list[dict[str, int]]:
     """Traffic of one GEMM, added to ``tot``; returns its folds in memory loop order,
     each with its compute cycles and the bytes it reads and writes per level.
 
@@ -105,6 +106,8 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
     ``w_mode`` is ``"layer"`` (W is resident for the whole layer and already read),
     ``"first"`` (W is resident for the whole layer; this GEMM reads it) or ``"gemm"``.
     ``nm``: N:M weights; W tiles are blocks of the compressed W' (rows k').
+    ``a_bits``: bits of an A element (default ``precision.a_bits``; a_bits + 1 for delta).
+    ``state_glb``: bytes of the out partition that delta state takes (``state: glb``).
     """
     m_dim, k_dim = a.shape
     n_dim = w.shape[1]
@@ -116,6 +119,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
     cols = hw.array.cols * (hw.array.pe_simd.width if hw.dataflow in ("os", "ws") else 1)
     flow = hw.dataflow
     prec = hw.precision
+    a_bits = prec.a_bits if a_bits is None else a_bits
     fa = hw.formats.a
     glb = hw.memory.glb
     psum_elem_bits = prec.out_bits
@@ -157,7 +161,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
 
     # GLB -> array: every fold reads its A and W tiles (W tiles fiber by column)
     for f, (_, _, _, a_t, w_t) in enumerate(seq):
-        ad, am = _tile_bytes(a_t, fa, prec.a_bits)
+        ad, am = _tile_bytes(a_t, fa, a_bits)
         wd, wm = _w_bytes(w_t, hw, nm)
         tot["glb_a_read_bytes"] += ad
         tot["glb_a_read_meta_bytes"] += am
@@ -194,7 +198,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
             else:
                 psum_elems = min(cols, m_dim - outer * cols) * n_dim
             psum_bytes = math.ceil(psum_elems * psum_elem_bits / 8)
-            spill = psum_bytes > glb.out_kib * 1024
+            spill = psum_bytes > glb.out_kib * 1024 - state_glb
             first, last = inner == 0, inner == n_inner - 1
             if not first:
                 tot["glb_psum_read_bytes"] += psum_bytes
@@ -222,7 +226,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
         by_outer.setdefault(outer, []).append(f)
     outer_passes = [by_outer[o] for o in sorted(by_outer)]
 
-    ad, am = _tile_bytes(unique_a, fa, prec.a_bits)
+    ad, am = _tile_bytes(unique_a, fa, a_bits)
     a_resident = ad + am <= glb.a_kib * 1024
     a_passes = outer_passes if (flow == "ws" and not a_resident) else [every]
     for pf in a_passes:

@@ -34,13 +34,16 @@ no PE, rows being the compressed index ``k'``). State traffic is added per frame
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import types
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from accelsim.errors import SimulationError
 from accelsim.io.hwconfig import HwConfig
 from accelsim.reference.compute import _compute_gemm
 from accelsim.reference.fields import (
@@ -80,9 +83,13 @@ class _Gemm:
     pad: list[list[bool]] | None = None
 
 
-def _run(gemms: list[_Gemm], hw: HwConfig) -> dict[str, int]:
+def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
+         per_gemm: list[int] | None = None, state_glb: int = 0) -> dict[str, int]:
     """Simulate GEMMs one after another as one layer. A GEMM that is not active is
-    skipped whole: its dense MACs count as skipped, nothing else."""
+    skipped whole: its dense MACs count as skipped, nothing else. ``a_bits``: bits of an
+    A element (a_bits + 1 under delta); ``per_gemm`` collects each GEMM's compute
+    cycles; ``state_glb``: out-partition bytes taken by delta state."""
+    a_bits = hw.precision.a_bits if a_bits is None else a_bits
     total = dict.fromkeys(ALL_FIELDS, 0)
     total["delta_gemms_skipped"] = 0
     all_folds: list[dict[str, int]] = []
@@ -97,17 +104,21 @@ def _run(gemms: list[_Gemm], hw: HwConfig) -> dict[str, int]:
             total["macs_padding"] += padding
             total["macs_skipped"] += dense - padding
             total["delta_gemms_skipped"] += 1
+            if per_gemm is not None:
+                per_gemm.append(0)
             continue
         counts, fold_cycles = _compute_gemm(g.a, g.w, hw, g.nm.kept if g.nm else None,
                                             g.pad)
         _add(total, counts)
+        if per_gemm is not None:
+            per_gemm.append(sum(fold_cycles.values()))
         all_folds += _memory_gemm(g.a, g.w, g.unique_a, g.w_mode, fold_cycles, hw, total,
-                                  g.nm)
+                                  g.nm, a_bits, state_glb)
     assert total["compute_cycles"] == sum(f["compute"] for f in all_folds)
     prec = hw.precision
     slots = total["macs_performed"] + total["macs_gated"]
     # a gated pair gates its MAC and the register-file reads feeding it
-    total["rf_a_read_bytes"] = total["macs_performed"] * math.ceil(prec.a_bits / 8)
+    total["rf_a_read_bytes"] = total["macs_performed"] * math.ceil(a_bits / 8)
     total["rf_w_read_bytes"] = total["macs_performed"] * math.ceil(prec.w_bits / 8)
     total["rf_out_read_bytes"] = total["macs_performed"] * math.ceil(prec.out_bits / 8)
     total["rf_out_write_bytes"] = total["rf_out_read_bytes"]
@@ -143,6 +154,7 @@ def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
     if hw.structured.n:
         nm = _NM(hw.structured.n, hw.structured.m,
                  _nm_kept(w, hw.structured.n, hw.structured.m))
+    hw = _resolve_formats(types.SimpleNamespace(name="gemm"), hw, [(a, w, a)], [nm])
     total = _run([_Gemm(a, w, a, "gemm", nm)], hw)
     del total["delta_gemms_skipped"]
     return total
@@ -262,36 +274,121 @@ def _all_zero(t: np.ndarray) -> bool:
 
 
 def _state(hw: HwConfig, numel: int, per_frame_gemms: int, m_dim: int, n_dim: int,
-           changed: list[int], active_per_frame: list[int]) -> dict[str, int]:
-    """State traffic of delta processing, where the state lives, and its cycles."""
+           changed: list[int], reached: list[int], compute: list[int]) -> dict[str, int]:
+    """State traffic of delta processing, where the state lives, and its cycles.
+    ``reached[f]``: output rows of frame f whose row of A holds a change (summed over the
+    frame's GEMMs); ``compute[f]``: the frame's compute cycles."""
     prec = hw.precision
     acc_elems = m_dim * n_dim  # accumulators of one GEMM
     out = dict.fromkeys(STATE_FIELDS, 0)
-    frame_traffic = []
-    for f, n_changed in enumerate(changed):
-        if f == 0:
-            ref_rd = 0
-            ref_wr = math.ceil(numel * prec.a_bits / 8)
-            acc_rd = 0
-            acc_wr = math.ceil(per_frame_gemms * acc_elems * prec.out_bits / 8)
-        else:
-            ref_rd = math.ceil(numel * prec.a_bits / 8)
-            ref_wr = math.ceil(n_changed * prec.a_bits / 8)
-            acc_rd = acc_wr = math.ceil(active_per_frame[f] * acc_elems * prec.out_bits / 8)
-        out["state_ref_read_bytes"] += ref_rd
-        out["state_ref_write_bytes"] += ref_wr
-        out["state_acc_read_bytes"] += acc_rd
-        out["state_acc_write_bytes"] += acc_wr
-        frame_traffic.append(ref_rd + ref_wr + acc_rd + acc_wr)
     size = (math.ceil(numel * prec.a_bits / 8)
             + math.ceil(per_frame_gemms * acc_elems * prec.out_bits / 8))
     d = hw.delta
     in_dram = d.state == "dram" or (d.state == "auto" and size > d.state_kib * 1024)
     out["state_in_dram"] = 1 if in_dram else 0
-    bw = (hw.memory.dram.bandwidth_bytes_per_cycle if in_dram
-          else hw.memory.glb.bandwidth_bytes_per_cycle)
-    out["state_cycles"] = sum(_transfer_cycles(b, bw) for b in frame_traffic)
+    dram_bw = hw.memory.dram.bandwidth_bytes_per_cycle
+    glb_bw = hw.memory.glb.bandwidth_bytes_per_cycle
+    for f, n_changed in enumerate(changed):
+        if f == 0:
+            ref_rd = enc_rd = 0
+            ref_wr = math.ceil(numel * prec.a_bits / 8)
+            acc_rd = 0
+            acc_wr = math.ceil(per_frame_gemms * acc_elems * prec.out_bits / 8)
+        else:
+            ref_rd = math.ceil(numel * prec.a_bits / 8)
+            enc_rd = ref_rd  # the encoder reads the frame's dense input from DRAM
+            ref_wr = math.ceil(n_changed * prec.a_bits / 8)
+            acc_rd = acc_wr = math.ceil(reached[f] * n_dim * prec.out_bits / 8)
+        out["state_ref_read_bytes"] += ref_rd
+        out["state_ref_write_bytes"] += ref_wr
+        out["state_acc_read_bytes"] += acc_rd
+        out["state_acc_write_bytes"] += acc_wr
+        out["state_enc_read_bytes"] += enc_rd
+        moved = ref_rd + ref_wr + acc_rd + acc_wr
+        if in_dram:
+            cyc = _transfer_cycles(enc_rd + moved, dram_bw)
+        else:
+            cyc = max(_transfer_cycles(enc_rd, dram_bw), _transfer_cycles(moved, glb_bw))
+        out["state_cycles"] += cyc
+        hidden = compute[f] if hw.memory.glb.double_buffer else 0
+        out["state_stall_cycles"] += max(0, cyc - hidden)
     return out
+
+
+def _bits_for(values: int) -> int:
+    """ceil(log2(values)), at least 1: the bits that tell ``values`` values apart."""
+    bits = 1
+    while 2**bits < values:
+        bits += 1
+    return bits
+
+
+def _format_tiles(hw: HwConfig, gemms, nms) -> dict[str, list[tuple[int, int]]]:
+    """(fibers, fiber length) of every tile each operand's format addresses: the unique
+    operand and every fold's GLB tile, cut out as in :func:`_memory_gemm`."""
+    rows = hw.array.rows
+    cols = hw.array.cols * (hw.array.pe_simd.width if hw.dataflow in ("os", "ws") else 1)
+    out: dict[str, list[tuple[int, int]]] = {"a": [], "w": []}
+    for (a, w, ua), nm in zip(gemms, nms, strict=True):
+        m_dim, k_dim = a.shape
+        n_dim = w.shape[1]
+        out["a"].append(ua.shape)
+        if nm is None:
+            out["w"].append((n_dim, k_dim))
+        wk = _compressed_w(w, nm.kept) if nm is not None else w
+        k_rows = wk.shape[0]
+        if hw.dataflow == "os":
+            for i in range(math.ceil(m_dim / rows)):
+                out["a"].append(a[i * rows:(i + 1) * rows, :].shape)
+            for j in range(math.ceil(n_dim / cols)):
+                if nm is None:
+                    out["w"].append(w[:, j * cols:(j + 1) * cols].T.shape)
+        elif hw.dataflow == "ws":
+            for kt in range(math.ceil(k_rows / rows)):
+                if nm is None:
+                    out["a"].append(a[:, kt * rows:(kt + 1) * rows].shape)
+                else:
+                    r0, r1 = kt * rows, min(k_rows, (kt + 1) * rows)
+                    g0, g1 = r0 // nm.n, (r1 - 1) // nm.n
+                    out["a"].append(a[:, g0 * nm.m:min(k_dim, (g1 + 1) * nm.m)].shape)
+                for j in range(math.ceil(n_dim / cols)):
+                    if nm is None:
+                        out["w"].append(w[kt * rows:(kt + 1) * rows,
+                                          j * cols:(j + 1) * cols].T.shape)
+        else:
+            for kt in range(math.ceil(k_dim / rows)):
+                for i in range(math.ceil(m_dim / cols)):
+                    out["a"].append(a[i * cols:(i + 1) * cols, kt * rows:(kt + 1) * rows].shape)
+                out["w"].append(w[kt * rows:(kt + 1) * rows, :].T.shape)
+    if any(nm is not None for nm in nms):
+        del out["w"]
+    return out
+
+
+def _resolve_formats(layer: Any, hw: HwConfig, gemms, nms) -> HwConfig:
+    """``auto`` widths replaced by what the layer's tiles need; csr/coo widths too narrow
+    for a tile raise SimulationError (docs/memory-model.md, "Index widths")."""
+    fmts = {"a": hw.formats.a, "w": hw.formats.w}
+    for op, tiles in _format_tiles(hw, gemms, nms).items():
+        fmt = fmts[op]
+        need_idx = need_ptr = 1
+        for fibers, length in tiles:
+            if fmt.kind == "coo":
+                need_idx = max(need_idx, _bits_for(fibers), _bits_for(length))
+            else:
+                need_idx = max(need_idx, _bits_for(length))
+                need_ptr = max(need_ptr, _bits_for(fibers * length + 1))
+        new = {}
+        for key, need in (("index_bits", need_idx), ("ptr_bits", need_ptr)):
+            have = getattr(fmt, key)
+            if have == "auto":
+                new[key] = need
+            elif (fmt.kind == "csr" or (fmt.kind == "coo" and key == "index_bits")) \
+                    and have < need:
+                raise SimulationError(f"layer {layer.name!r}: formats.{op}.{key}: {have} bits "
+                                      f"are too few, {fmt.kind} needs {need}")
+        fmts[op] = dataclasses.replace(fmt, **new)
+    return dataclasses.replace(hw, formats=dataclasses.replace(hw.formats, **fmts))
 
 
 def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> dict[str, int]:
@@ -309,7 +406,7 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
         xs = [a]
     changed: list[int] = []
     if delta:
-        xs, changed = _delta_operands(a, hw.delta.threshold)
+        xs, changed = _delta_operands(a, hw.delta.threshold_for(layer.name))
     frames = [(x, w[f] if (w_is_act and layer.frames) else w) for f, x in enumerate(xs)]
     per_frame = [_gemms_of_frame(layer, fa, fw) for fa, fw in frames]
     nms: list[_NM | None] = [None] * len(per_frame[0])
@@ -317,6 +414,17 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
         n_keep, m_group = hw.structured.n, hw.structured.m
         nms = [_NM(n_keep, m_group, _nm_kept(gw, n_keep, m_group))
                for _, gw, _ in per_frame[0]]
+    hw = _resolve_formats(layer, hw, per_frame[0], nms if use_nm else [None] * len(nms))
+    a_bits = hw.precision.a_bits + (1 if delta else 0)
+    state_glb = 0
+    if delta and hw.delta.state == "glb":  # the state takes room in the out partition
+        ga0, gw0, _ = per_frame[0][0]
+        state_glb = (math.ceil(xs[0].size * hw.precision.a_bits / 8)
+                     + math.ceil(len(per_frame[0]) * ga0.shape[0] * gw0.shape[1]
+                                 * hw.precision.out_bits / 8))
+        tile = hw.array.rows * hw.array.cols * math.ceil(hw.precision.out_bits / 8)
+        if hw.memory.glb.out_kib * 1024 - state_glb < tile:
+            raise SimulationError(f"layer {layer.name!r}: delta state does not fit out_kib")
     # weights that fit for all groups together are read once per layer
     layer_resident = False
     if not w_is_act:
@@ -329,25 +437,31 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
     pads = (_padding_of_frame(layer, frames[0][0], frames[0][1]) if hw.skip_padding
             else [None] * len(per_frame[0]))
     gemms = []
-    active_per_frame = []
     for f, frame_gemms in enumerate(per_frame):
-        n_active = 0
         for p, (ga, gw, ua) in enumerate(frame_gemms):
             mode = "gemm"
             if layer_resident:
                 mode = "first" if f == 0 else "layer"
             active = not (delta and f >= 1 and skip_policy and _all_zero(ga))
-            n_active += active
             gemms.append(_Gemm(ga, gw, ua, mode, nms[p] if use_nm else None, active,
                                pads[p] if p < len(pads) else None))
-        active_per_frame.append(n_active)
-    total = _run(gemms, hw)
+    per_gemm: list[int] = []
+    total = _run(gemms, hw, a_bits, per_gemm, state_glb)
     if delta:
         ga0, gw0, _ = per_frame[0][0]
-        state = _state(hw, xs[0].size, len(per_frame[0]), ga0.shape[0], gw0.shape[1],
-                       changed, active_per_frame)
+        n_g = len(per_frame[0])
+        compute = [sum(per_gemm[f * n_g:(f + 1) * n_g]) for f in range(len(per_frame))]
+        reached = []  # output rows whose row of A (receptive field) holds a change
+        for frame_gemms in per_frame:
+            rows_on = 0
+            for ga, _, _ in frame_gemms:
+                for row in ga.tolist():
+                    rows_on += any(v != 0 for v in row)
+            reached.append(rows_on)
+        state = _state(hw, xs[0].size, n_g, ga0.shape[0], gw0.shape[1], changed, reached,
+                       compute)
         total.update(state)
-        total["cycles"] += state["state_cycles"]
+        total["cycles"] += state["state_stall_cycles"]
         total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
     if not with_skipped:
         del total["delta_gemms_skipped"]
