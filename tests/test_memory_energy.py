@@ -24,7 +24,8 @@ from accelsim.model.engine import simulate_layer
 from accelsim.model.memory import TRAFFIC_KEYS
 
 FORMATS = [{"kind": "dense"}, {"kind": "bitmask"}, {"kind": "rle", "run_bits": 2},
-           {"kind": "csr", "index_bits": 4, "ptr_bits": 8}, {"kind": "coo", "index_bits": 4}]
+           {"kind": "csr", "index_bits": "auto", "ptr_bits": "auto"},
+           {"kind": "coo", "index_bits": "auto"}]
 
 
 def mem_hw(dataflow="os", policy="skip_both", rows=4, cols=4, kib=1.0, dram_bw=4.0,

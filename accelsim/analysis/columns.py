@@ -95,6 +95,9 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
      "dense input read), per frame at the bandwidth of where it lives"),
     ("state_stall_cycles", "cycles", "delta", "state_cycles not hidden under the frame's "
      "compute (all of them without double buffering; in stall_cycles)"),
+    ("macs_wide_performed", "count", "delta", "performed MACs whose A operand is a_bits + 1 "
+     "wide (delta layers; priced at (a_bits + 1) / a_bits of a MAC)"),
+    ("macs_wide_gated", "count", "delta", "gated MACs whose A operand is a_bits + 1 wide"),
     ("a_operand_bits", "dim", "layer", "bits of the A operand as stored, moved and "
      "multiplied: a_bits, or a_bits + 1 for delta layers"),
     ("kv_in_dram", "flag", "kv", "1 when the KV cache does not fit its buffer and lives "

@@ -29,7 +29,7 @@ COUNT_COLUMNS = [
     "macs_dense", "macs_performed", "macs_gated", "macs_skipped", "macs_padding",
     "folds", "compute_cycles", "stall_cycles", "cycles", *TRAFFIC_KEYS, *STATE_KEYS,
     *SKIP_KEYS, *HOP_KEYS, *PE_BUF_KEYS,
-    "nm_mux_ops", "delta_gemms_skipped", *KV_KEYS,
+    "nm_mux_ops", "delta_gemms_skipped", "macs_wide_performed", "macs_wide_gated", *KV_KEYS,
 ]
 #: extra column groups the CLI can show with --columns
 ENERGY_COLUMNS = ["energy_mac_pj", "energy_skip_pj", "energy_mux_pj", "energy_rf_pj",
@@ -61,6 +61,7 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
     row.update(stats.mem.counts)
     row.update(stats.gemm.skip_counts or {})
     row["nm_mux_ops"] = stats.nm_mux_ops
+    row.update(stats.wide_macs())
     row["delta_gemms_skipped"] = int((~stats.gemm.active).sum())
     row["delta_density_a"] = (stats.delta_nnz / stats.delta_size if stats.delta_size
                               else float("nan"))

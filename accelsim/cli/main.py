@@ -97,6 +97,7 @@ SHOW_GROUPS: dict[str, list[str]] = {
                "energy_leakage_pj", "energy_pj"],
     "delta": ["layer", "kind", "frames", "macs_performed", "cycles", "delta_density_a",
               "delta_gemms_skipped", "state_bytes", "state_in_dram", "state_cycles",
+              "state_stall_cycles",
               "energy_state_pj", "energy_pj", "delta_err_max", "delta_err_rms",
               "delta_err_rel"],
     "threshold": ["layer", "kind", "macs_performed", "cycles", "density_a", "threshold_a",

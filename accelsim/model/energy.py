@@ -241,13 +241,13 @@ def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, fl
     """Energy per component and in total (pJ) from a mapping of counts."""
     c = counts
     e = {}
-    # a MAC with a wider A operand (a_bits + 1 for delta layers) costs (a_bits + 1) /
-    # a_bits of the table's MAC: a multiplier grows as a_bits x w_bits cells (the table's
-    # own int16 derivation); scaling the adder too over-prices it slightly (docs/energy.md)
-    wide = c.get("a_operand_bits", 0) / p["a_bits"] if p.get("a_bits") else 1.0
-    wide = max(1.0, wide) if wide == wide else 1.0  # NaN (totals read back) -> 1
-    e["mac"] = wide * (c["macs_performed"] * p["mac_performed"]
-                       + c["macs_gated"] * p["mac_gated"])
+    # a MAC with an A operand one bit wider (delta layers: macs_wide_*) costs
+    # (a_bits + 1) / a_bits of the table's MAC: a multiplier grows as a_bits x w_bits
+    # cells (the table's own int16 derivation); scaling the adder too over-prices it
+    # slightly (docs/energy.md)
+    e["mac"] = c["macs_performed"] * p["mac_performed"] + c["macs_gated"] * p["mac_gated"]
+    e["mac"] += (c.get("macs_wide_performed", 0) * p["mac_performed"]
+                 + c.get("macs_wide_gated", 0) * p["mac_gated"]) / p["a_bits"]
     # skipping, per design (docs/energy.md): a skipped pair costs only where the design
     # scans it; enumerating designs pay per decoded element; both read metadata bits
     e["skip"] = (c.get("skip_scan_ops", 0) * p["mac_skipped"]

@@ -207,8 +207,10 @@ class LayerStats:
     nm_mux_ops: int = 0
     #: nonzeros of the A operand (the delta operand under delta processing) per frame
     frame_nnz_a: np.ndarray | None = None
-    #: bits of the A operand as moved and multiplied (a_bits + 1 under delta)
+    #: bits of the A operand as moved and multiplied (a_bits + 1 under delta), and the
+    #: config's a_bits
     a_operand_bits: int = 0
+    shape_a_bits: int = 0
 
     @property
     def compute_cycles(self) -> int:
@@ -226,7 +228,13 @@ class LayerStats:
         return (self.gemm.as_dict() | (self.gemm.skip_counts or dict.fromkeys(SKIP_KEYS, 0))
                 | self.mem.counts
                 | {"stall_cycles": self.stall_cycles, "cycles": self.cycles,
-                   "nm_mux_ops": self.nm_mux_ops})
+                   "nm_mux_ops": self.nm_mux_ops} | self.wide_macs())
+
+    def wide_macs(self) -> dict[str, int]:
+        """The performed and gated MACs whose A operand is a_bits + 1 wide (delta)."""
+        wide = self.a_operand_bits > self.shape_a_bits
+        return {"macs_wide_performed": self.gemm.macs_performed if wide else 0,
+                "macs_wide_gated": self.gemm.macs_gated if wide else 0}
 
 
 def layer_masks(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -310,7 +318,8 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
     stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
                        size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size,
                        nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0,
-                       a_operand_bits=a_operand_bits(layer, hw))
+                       a_operand_bits=a_operand_bits(layer, hw),
+                       shape_a_bits=hw.precision.a_bits)
     stats.frame_nnz_a = np.count_nonzero(
         a_mask.reshape(shape.frames, -1) if layer.frames else a_mask.reshape(1, -1), axis=1)
     if changed is not None:

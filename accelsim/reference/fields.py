@@ -55,8 +55,9 @@ STATE_FIELDS = (
     "state_stall_cycles",
 )
 
-#: the delta and N:M fields (0 where the feature does not apply)
-DELTA_NM_FIELDS = STATE_FIELDS + ("nm_mux_ops",)
+#: the delta and N:M fields (0 where the feature does not apply); macs_wide_*: the
+#: performed and gated MACs whose A operand is a_bits + 1 wide (delta layers)
+DELTA_NM_FIELDS = STATE_FIELDS + ("nm_mux_ops", "macs_wide_performed", "macs_wide_gated")
 
 #: the cost of skipping (scan / decode operations, per-PE metadata reads) and operand
 #: bytes forwarded from PE to PE (docs/energy.md)

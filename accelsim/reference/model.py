@@ -462,6 +462,8 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
                        compute)
         total.update(state)
         total["cycles"] += state["state_stall_cycles"]
+        total["macs_wide_performed"] = total["macs_performed"]  # a_bits + 1 operands
+        total["macs_wide_gated"] = total["macs_gated"]
         total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
     if not with_skipped:
         del total["delta_gemms_skipped"]
