@@ -291,11 +291,16 @@ def case(draw, force_nm=False, force_delta=False):
         lanes = sync.get("array.pe_simd.width", 1)
         sync["array.pe_buffer_bytes"] += (a_bits + lanes * w_bits + 7) // 8
     size = state_size(layer, a_bits, out_bits)
+    threshold = draw(st.sampled_from([0.0, 1.0, 3.0, "exact", "glob"]), label="threshold")
+    if threshold == "exact":  # per layer: its own name, and a glob that matches nothing
+        threshold = {layer.name: 3.0, "zz*": 1.0}
+    elif threshold == "glob":
+        threshold = {"*": 1.0}
     state_kib = draw(st.sampled_from([size / 1024, (size - 1) / 1024, 64.0,
                                       max(size // 2, 1) / 1024]), label="state_kib")
     hw = make_hw(rows, cols, p, flow, draw(st.sampled_from(POLICIES), label="policy"),
                  a_bits=a_bits, w_bits=w_bits, out_bits=out_bits, delta=delta,
-                 threshold=draw(st.sampled_from([0.0, 1.0, 3.0]), label="threshold"),
+                 threshold=threshold,
                  state=draw(st.sampled_from(["auto", "auto", "glb", "dram"]), label="state"),
                  state_kib=state_kib, nm=nm, overrides=sync, **kw)
     return layer, hw
