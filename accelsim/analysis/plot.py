@@ -29,6 +29,7 @@ _BYTE_UNITS = [(2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")]
 _NAMES = {
     "latency_s": "latency", "energy_pj": "energy", "edp_pj_s": "energy-delay product",
     "area_mm2": "area", "area_pe_mm2": "PE array area", "area_glb_mm2": "buffer area",
+    "area_state_mm2": "delta state buffer area",
     "cycles": "cycles", "compute_cycles": "compute cycles", "stall_cycles": "stall cycles",
     "util": "utilisation", "density_a": "activation density", "density_w": "weight density",
     "macs_performed": "MACs performed", "dram_bytes": "DRAM traffic",
