@@ -89,7 +89,7 @@ def case(row_id: str, d: Path) -> str:
     from accelsim.analysis.report import simulate
     from accelsim.analysis.sweep import load_spec, plan_sweep
     from accelsim.io.hwconfig import load_hwconfig, parse_override
-    from accelsim.io.trace import conv2d, load_trace, write_trace
+    from accelsim.io.trace import Trace, conv2d, load_trace, write_trace
     from accelsim.model.energy import ENERGY_DIR, load_energy_table
 
     def hw_file(name: str, data: bytes):
@@ -117,6 +117,17 @@ def case(row_id: str, d: Path) -> str:
         return _err(lambda: load_hwconfig("sparse_os_16x16", {"memory.glb.a_kib": np.nan}))
     if row_id == "int-huge":
         return _err(lambda: load_hwconfig("sparse_os_16x16", {"array.rows": 10**400}))
+    if row_id == "csr-index-narrow":
+        x = np.ones((1, 512, 4, 4), np.int8)
+        hw = load_hwconfig("sparse_os_16x16", {"formats.a": {"kind": "csr", "index_bits": 8}})
+        return _err(lambda: simulate(Trace("m", (conv2d("conv5", x, x[:2, :, :3, :3]),)),
+                                     hw))
+    if row_id == "delta-threshold-layer":
+        return _err(lambda: simulate(ROOT / "traces" / "moving_digits", "delta_ws_16x16",
+                                     {"delta.threshold": {"cnv1": 3}}))
+    if row_id == "delta-state-glb":
+        return _err(lambda: simulate(ROOT / "traces" / "moving_digits", "delta_ws_16x16",
+                                     {"delta.state": "glb", "memory.glb.out_kib": 2}))
     if row_id == "path-nosuchuser":
         return _err(lambda: load_hwconfig("~nosuchuser/x.yaml"))
     if row_id == "path-not-string":
