@@ -39,6 +39,9 @@ def format_bits(fmt: FormatConfig, bits: int, nnz, numel, fibers, entries):
     """(data bits, metadata bits) of tiles, elementwise over arrays of tile statistics.
     csr/coo widths must be resolved (:func:`resolve_formats`), not ``auto``."""
     kind = fmt.kind
+    if kind in ("csr", "coo") and "auto" in (fmt.index_bits, fmt.ptr_bits):
+        raise ValueError("csr/coo widths still 'auto': resolve them per layer first "
+                         "(accelsim.model.memory.resolve_formats)")
     nnz = np.asarray(nnz, np.int64)
     numel = np.asarray(numel, np.int64)
     if kind == "dense":
