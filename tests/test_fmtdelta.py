@@ -254,3 +254,20 @@ def test_per_layer_threshold_errors(moving_digits):
     with pytest.raises(ConfigError, match=r"delta\.threshold: expected a number >= 0, or a "
                                           r"mapping from layer name"):
         accelsim.load_hwconfig("delta_ws_16x16", {"delta.threshold": "big"})
+
+
+def test_sweep_specs_take_auto_widths_and_fixed_threshold_mappings(tmp_path):
+    from accelsim.analysis.sweep import load_spec
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"base: delta_ws_16x16\ntraces: [{ROOT / 'traces' / 'moving_digits'}]\n"
+                    "fixed:\n  delta.threshold: {conv1: 0, 'fc*': 4}\n"
+                    "grid:\n  formats.a.index_bits: [auto, 9]\n")
+    s = load_spec(spec)
+    assert s.grid["formats.a.index_bits"] == ("auto", 9)
+    assert s.fixed["delta.threshold"] == {"conv1": 0.0, "fc*": 4.0}
+    spec.write_text(f"base: delta_ws_16x16\ntraces: [{ROOT / 'traces' / 'moving_digits'}]\n"
+                    "grid:\n  delta.threshold: [2, {conv1: 0}]\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml: grid\.delta\.threshold: expected numbers "
+                                          r"to sweep; put a per-layer mapping under fixed:"):
+        load_spec(spec)

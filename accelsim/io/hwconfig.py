@@ -473,6 +473,17 @@ def _check_scalar(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
     return value
 
 
+def check_value(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
+                key: str) -> Any:
+    """A leaf config value checked against its field: ``auto`` fields take ``"auto"`` or
+    an integer, ``per_layer`` fields a number or a mapping of layer names to numbers."""
+    if meta.get("auto"):
+        return value if value == "auto" else _check_scalar(value, int, meta, where, key)
+    if meta.get("per_layer"):
+        return _per_layer(value, meta, where, key)
+    return _check_scalar(value, ftype, meta, where, key)
+
+
 def _per_layer(value: Any, meta: Mapping[str, Any], where: str, key: str) -> Any:
     """A number, or a mapping from layer name or glob to a number (each checked like the
     number, the error naming ``key.<layer>``)."""
@@ -533,15 +544,10 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
                 continue
             raise ConfigError(f"{where}: {key}: missing required key")
         value = raw[name]
-        if f.metadata.get("auto"):
-            kwargs[name] = value if value == "auto" else _check_scalar(
-                value, int, f.metadata, where, key)
-        elif f.metadata.get("per_layer"):
-            kwargs[name] = _per_layer(value, f.metadata, where, key)
-        elif dataclasses.is_dataclass(ftype):
+        if dataclasses.is_dataclass(ftype):
             kwargs[name] = build(ftype, value, where, key + ".")
         else:
-            kwargs[name] = _check_scalar(value, ftype, f.metadata, where, key)
+            kwargs[name] = check_value(value, ftype, f.metadata, where, key)
     obj = cls(**kwargs)
     check = getattr(obj, "_validate", None)
     if check is not None:

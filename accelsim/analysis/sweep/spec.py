@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from accelsim.errors import ConfigError
-from accelsim.io.hwconfig import HwConfig, _check_scalar, check_keys, load_hwconfig, show_value
+from accelsim.io.hwconfig import HwConfig, check_keys, check_value, load_hwconfig, show_value
 from accelsim.io.paths import is_file, safe_resolve, show_path
 from accelsim.io.yamlio import read_yaml
 
@@ -108,7 +108,7 @@ def _field_of(key: str, where: str, label: str) -> tuple[Any, Mapping[str, Any]]
 
 def _check_value(key: str, value: Any, where: str, label: str) -> Any:
     ftype, meta = _field_of(key, where, label)
-    return _check_scalar(value, ftype, meta, where, label)
+    return check_value(value, ftype, meta, where, label)
 
 
 # ------------------------------------------------------------- constraint language
@@ -369,6 +369,9 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any],
             raise ConfigError(f"{where}: {label}: expected a non-empty list of values, got "
                               f"{show_value(values)}")
         checked = tuple(_check_value(key, v, where, label) for v in values)
+        if any(isinstance(v, dict) for v in checked):  # per-layer mappings (delta.threshold)
+            raise ConfigError(f"{where}: {label}: expected numbers to sweep; put a per-layer "
+                              f"mapping under fixed: or in the base config")
         if len(set(checked)) != len(checked):
             raise ConfigError(f"{where}: {label}: repeated value in {show_value(values)}")
         grid[key] = checked
