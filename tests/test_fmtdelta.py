@@ -271,3 +271,18 @@ def test_sweep_specs_take_auto_widths_and_fixed_threshold_mappings(tmp_path):
     with pytest.raises(ConfigError, match=r"s\.yaml: grid\.delta\.threshold: expected numbers "
                                           r"to sweep; put a per-layer mapping under fixed:"):
         load_spec(spec)
+
+
+def test_state_energy_prices_the_encoder_read_as_dram(moving_digits):
+    """energy_state = on-chip state reads/writes at the 256 KiB buffer's SRAM price (writes
+    with the write factor) + the encoder's dense reads at the DRAM price."""
+    hw = accelsim.load_hwconfig("delta_ws_16x16")
+    row = accelsim.simulate(moving_digits, hw).set_index("layer").loc["conv2"]
+    p = prices(hw, load_energy_table(hw.energy))
+    assert row.state_in_dram == 0 and row.state_enc_read_bytes == 15 * 4 * 8 * 16 * 16
+    reads = row.state_ref_read_bytes + row.state_acc_read_bytes
+    writes = row.state_ref_write_bytes + row.state_acc_write_bytes
+    want = (reads * p["state_sram_read"] + writes * p["state_sram_write"]
+            + row.state_enc_read_bytes * p["dram"])
+    assert row.energy_state_pj == pytest.approx(want, rel=1e-12)
+    assert row.state_enc_read_bytes * p["dram"] > 0.4 * want  # DRAM reads dominate
