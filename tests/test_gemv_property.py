@@ -235,6 +235,7 @@ def test_auto_puts_decode_rows_on_the_lanes():
     ({"engine.kind": "gemv", "engine.lanes": 4, "structured.n": 2},
      "engine.kind: gemv is not modelled with these settings; it needs structured.n: 0"),
     ({"engine.kind": "gemvv"}, "engine.kind: expected one of systolic, gemv, auto"),
+    ({"engine.lanes": -1}, "engine.lanes: expected an integer >= 0"),
     ({"fetch_skip.unit_rows": 0}, "fetch_skip.unit_rows: expected an integer >= 1"),
     ({"engine.pipeline": -1}, "engine.pipeline: expected an integer >= 0"),
 ])
@@ -244,6 +245,13 @@ def test_config_errors_are_one_line(over, msg):
     with pytest.raises(ConfigError, match=msg) as e:
         load_hwconfig(base, over)
     assert "\n" not in str(e.value)
+
+
+def test_lanes_default_to_the_arrays_macs():
+    hw = load_hwconfig({"name": "l", "array": {"rows": 2, "cols": 3, "macs_per_pe": 2},
+                        "dataflow": "os", "engine": {"kind": "gemv"}})
+    assert hw.engine.lanes == 0 and hw.gemv_lanes == 12
+    assert load_hwconfig(hw.to_dict(), {"engine.lanes": 12}).gemv_lanes == 12
 
 
 def test_existing_configs_default_to_the_systolic_engine():

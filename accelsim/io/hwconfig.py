@@ -237,8 +237,9 @@ class EngineConfig:
                     doc="systolic: the PE array; gemv: a GEMV engine, one nonzero input "
                         "broadcast per cycle to `lanes` MACs (docs/memory-model.md); auto: "
                         "gemv for layers whose GEMMs have one row (M = 1), else systolic")
-    lanes: int = opt(1, ge=1, le=2**20, doc="gemv: MAC lanes; must equal array.rows x "
-                                            "array.cols x array.macs_per_pe (the same MACs)")
+    lanes: int = opt(0, ge=0, le=2**20, doc="gemv: MAC lanes, the array's MACs: 0 = "
+                                            "array.rows x cols x macs_per_pe; any other "
+                                            "value must equal that")
     pipeline: int = opt(0, ge=0, le=2**20, doc="gemv: pipeline cycles added to each GEMV")
 
 
@@ -321,7 +322,7 @@ class HwConfig:
         if eng.kind == "systolic":
             return
         macs = ar.rows * ar.cols * ar.macs_per_pe
-        if eng.lanes != macs:
+        if eng.lanes not in (0, macs):
             raise ConfigError(f"{where}: {prefix}engine.lanes: expected the array's MACs, "
                               f"array.rows x cols x macs_per_pe = {macs} (the GEMV lanes "
                               f"are those MACs), got {eng.lanes}")
@@ -368,6 +369,12 @@ class HwConfig:
         lanes = self.array.pe_simd.width if lanes is None else lanes
         return {"os": pr.a_bits + lanes * pr.w_bits, "ws": pr.a_bits,
                 "is": lanes * pr.w_bits}[self.dataflow]
+
+    @property
+    def gemv_lanes(self) -> int:
+        """MAC lanes of the GEMV engine: ``engine.lanes``, 0 meaning the array's MACs."""
+        ar = self.array
+        return self.engine.lanes or ar.rows * ar.cols * ar.macs_per_pe
 
     @property
     def lanes(self) -> int:

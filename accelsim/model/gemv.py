@@ -90,7 +90,7 @@ def simulate_gemv(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *,
 
     nf, npf, m, k = az.shape
     fwn, n = wz.shape[0], wz.shape[-1]
-    lanes, pipe = hw.engine.lanes, hw.engine.pipeline
+    lanes, pipe = hw.gemv_lanes, hw.engine.pipeline
     policy = hw.zero_policy
     prec = hw.precision
     fa, fw = hw.formats.a, hw.formats.w

@@ -40,7 +40,7 @@ def run_gemv(gemms: list[Any], hw: HwConfig, per_frame: int, w_shared: bool) -> 
     total["delta_gemms_skipped"] = 0
     prec, fmt_a, fmt_w = hw.precision, hw.formats.a, hw.formats.w
     policy, gate_on = hw.zero_policy, hw.gate_on
-    lanes, pipeline = hw.engine.lanes, hw.engine.pipeline
+    lanes, pipeline = hw.gemv_lanes, hw.engine.pipeline
     bw = hw.memory.dram.bandwidth_bytes_per_cycle
     cap = hw.memory.glb.w_kib * 1024
     skip_rows = hw.fetch_skip.w_on_zero_a == "rows"
