@@ -146,9 +146,8 @@ def simulate_gemv(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *,
     dw_d = np.where(run, dw_d, 0)
     dw_m = np.where(run, dw_m, 0)
     # GLB -> lanes: every processed input's W row of every GEMV that runs
-    pr = pi * run[..., None]
-    gw_d = np.matmul(pr, np.broadcast_to(rd, (nf, npf, k))[..., None]).sum()
-    gw_m = np.matmul(pr, np.broadcast_to(rm, (nf, npf, k))[..., None]).sum()
+    gw_d = np.where(run, np.matmul(pi, rd[..., None])[..., 0], 0).sum()
+    gw_m = np.where(run, np.matmul(pi, rm[..., None])[..., 0], 0).sum()
 
     # --- A: the unique operand from DRAM once per active GEMM; each GEMV's row from GLB
     ua = _unique_a_mask(layer, az, a_mask)
