@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import hypothesis
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -59,6 +60,12 @@ def engine_ints(layer, hw) -> dict[str, int]:
 def check(layer, hw) -> dict[str, int]:
     ref = reference.simulate_layer(layer, hw, with_skipped=True)
     got = engine_ints(layer, hw)
+    if hypothesis.control.currently_in_test_context():
+        fetches = "fetch_skip" if hw.fetch_skip.w_on_zero_a == "rows" else "whole W"
+        hypothesis.event(f"{layer.kind} frames={layer.frames} {fetches} "
+                         f"stalls={ref['stall_cycles'] > 0}")
+        hypothesis.event(f"W fetched={ref['dram_w_read_bytes'] > 0} "
+                         f"GEMMs skipped whole={ref['delta_gemms_skipped'] > 0}")
     want = {k: ref[k] for k in got}
     bad = ", ".join(f"{k}: engine {got[k]} ref {want[k]}" for k in got if got[k] != want[k])
     assert got == want, f"{layer.kind} a{np.shape(layer.a)} w{np.shape(layer.w)} | {bad}"
@@ -90,13 +97,13 @@ def _frames(rng, shape, frames, density):
 
 
 @st.composite
-def layers(draw):
+def layers(draw, kinds=("linear", "linear", "linear", "matmul", "conv1d", "conv2d")):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
     da = draw(st.sampled_from([0.0, 0.2, 0.5, 1.0]), label="density a")
     dw = draw(st.sampled_from([0.0, 0.3, 0.7, 1.0]), label="density w")
     frames = draw(st.integers(1, 3), label="frames")
     use_frames = frames > 1 or draw(st.booleans(), label="frames axis")
-    kind = draw(st.sampled_from(["linear", "linear", "matmul", "conv1d", "conv2d"]))
+    kind = draw(st.sampled_from(kinds), label="kind")
     m = draw(st.integers(1, 3), label="m")
     k = draw(st.integers(1, 7), label="k")
     n = draw(st.integers(1, 6), label="n")
@@ -154,6 +161,15 @@ def test_engine_matches_reference(layer, cfg):
     lanes = cfg["lanes"]
     if cfg["w_kib"] * 1024 < lanes * math.ceil(cfg["w_bits"] / 8):
         cfg["w_kib"] = 64.0  # the loader wants one 1 x lanes tile of W
+    check(layer, gemv_hw(**cfg))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers(kinds=("linear", "matmul")), configs())
+def test_gemv_streams_match_reference(layer, cfg):
+    """The GEMV engine's own case: linear and matmul layers, batch 1 or a few rows."""
+    if cfg["w_kib"] * 1024 < cfg["lanes"] * math.ceil(cfg["w_bits"] / 8):
+        cfg["w_kib"] = 64.0
     check(layer, gemv_hw(**cfg))
 
 
