@@ -28,7 +28,8 @@ def test_the_issue_checks_are_all_there(table):
     names = set(table.check)
     assert {"scalesim_dense_cycles", "nm_2to4_dense_acts_os", "nm_2to4_dense_acts_ws",
             "cnvlutin_brick_speedup", "cnvlutin_decoupled_overshoots",
-            "sparten_greedy_balancing", "delta_linear_mac_reduction"} <= names
+            "sparten_greedy_balancing", "delta_linear_mac_reduction",
+            "edgedrnn_weight_traffic"} <= names
     assert sum(n.startswith("lockstep_os_skip_a_") for n in names) >= 2
     assert (table.source.str.len() > 20).all() and (table.source_value != "").all()
 

@@ -61,7 +61,8 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
     ("groups", "dim", "layer", "GEMMs per frame (conv groups, or the batch of a matmul)"),
     ("frames", "dim", "layer", "frames (time steps) of the layer"),
     ("gemms", "dim", "layer", "GEMMs of the layer in all (frames x groups)"),
-    ("folds", "count", "layer", "array tiles (folds) the mapping runs, over all GEMMs"),
+    ("folds", "count", "layer", "array tiles (folds) the mapping runs, over all GEMMs; "
+     "on the GEMV engine, the GEMVs it runs"),
     ("macs_dense", "count", "macs", "MACs of the dense layer: frames x groups x m x k x n"),
     ("macs_performed", "count", "macs", "MACs the array computed (both operands issued)"),
     ("macs_gated", "count", "macs", "MACs issued with a zero operand and clock-gated: "

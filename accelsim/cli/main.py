@@ -196,8 +196,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     columns = _pick_columns(args, full, SIMULATE_DEFAULT)
     text = render(full, columns, WIDTH)
     tot = full.iloc[-1]
-    lines = [f"trace {trace.model} ({len(trace)} layers) on {hw.name}: {hw.array.rows}x"
-             f"{hw.array.cols} PEs x {hw.array.macs_per_pe} MAC, dataflow {hw.dataflow}, "
+    array = (f"{hw.array.rows}x{hw.array.cols} PEs x {hw.array.macs_per_pe} MAC, dataflow "
+             f"{hw.dataflow}")
+    if hw.engine.kind != "systolic":
+        lanes = f"{hw.gemv_lanes} GEMV lanes" + (
+            ", fetch_skip rows" if hw.fetch_skip.w_on_zero_a == "rows" else "")
+        array = (f"{lanes}" if hw.engine.kind == "gemv"
+                 else f"{array}; M = 1 layers on {lanes}")
+    lines = [f"trace {trace.model} ({len(trace)} layers) on {hw.name}: {array}, "
              f"zero policy {hw.zero_policy}, {hw.clock_ghz:g} GHz"]
     summary = [f"total: {int(tot['cycles'])} cycles ({int(tot['stall_cycles'])} stall) = "
                f"{_eng(tot['latency_s'], 'time')}, {_eng(tot['macs_performed'], 'count')} "

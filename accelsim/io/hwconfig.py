@@ -252,6 +252,31 @@ class KvCacheConfig:
     bits: int = opt(0, ge=0, le=64, doc="bits per cached element; 0 = precision.a_bits")
 
 
+ENGINE_KINDS = ("systolic", "gemv", "auto")
+FETCH_SKIP = ("none", "rows")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    kind: str = opt("systolic", choices=ENGINE_KINDS,
+                    doc="systolic: the PE array; gemv: a GEMV engine, one nonzero input "
+                        "broadcast per cycle to `lanes` MACs (docs/memory-model.md); auto: "
+                        "gemv for layers whose GEMMs have one row (M = 1), else systolic")
+    lanes: int = opt(0, ge=0, le=2**20, doc="gemv: MAC lanes, the array's MACs: 0 = "
+                                            "array.rows x cols x macs_per_pe; any other "
+                                            "value must equal that")
+    pipeline: int = opt(0, ge=0, le=2**20, doc="gemv: pipeline cycles added to each GEMV")
+
+
+@dataclass(frozen=True)
+class FetchSkipConfig:
+    w_on_zero_a: str = opt("none", choices=FETCH_SKIP,
+                           doc="rows: W rows whose input (or delta) is zero are neither "
+                               "fetched nor streamed (GEMV engine only)")
+    unit_rows: int = opt(1, ge=1, le=2**20, doc="W rows per fetch unit: a unit is fetched "
+                                                "when any of its rows is needed")
+
+
 @dataclass(frozen=True)
 class HwConfig:
     name: str = opt(doc="config name")
@@ -277,6 +302,10 @@ class HwConfig:
     threshold: ThresholdConfig = opt(ThresholdConfig, doc="thresholded activation sparsity")
     kv_cache: KvCacheConfig = opt(KvCacheConfig, doc="KV cache of decoding (attention "
                                                      "layers marked in the trace)")
+    engine: EngineConfig = opt(EngineConfig, doc="compute engine: systolic PE array or "
+                                                 "GEMV lanes")
+    fetch_skip: FetchSkipConfig = opt(FetchSkipConfig, doc="skip fetching W rows of zero "
+                                                           "inputs (GEMV engine)")
     energy: str = opt("45nm_horowitz", doc="energy table: a shipped name "
                                            "(accelsim/hwconfigs/energy/) or a path")
     description: str = opt("", doc="free text")
@@ -291,6 +320,7 @@ class HwConfig:
                 raise ConfigError(f"{where}: {prefix}structured: N:M weights need dataflow os "
                                   f"or ws, got is")
         self._validate_sync(where, prefix)
+        self._validate_engine(where, prefix)
         r, c = self.array.rows, self.array.cols
         glb = self.memory.glb
         for key, kib, bits, what in (("a_kib", glb.a_kib, self.precision.a_bits, "activations"),
@@ -302,6 +332,32 @@ class HwConfig:
                 raise ConfigError(
                     f"{where}: {prefix}memory.glb.{key}: expected at least {need / 1024:g} "
                     f"KiB to hold one {r}x{c} tile of {bits}-bit {what}, got {kib:g}")
+
+    def _validate_engine(self, where: str, prefix: str) -> None:
+        eng, fs, ar = self.engine, self.fetch_skip, self.array
+        if fs.w_on_zero_a == "rows":
+            if eng.kind == "systolic":
+                raise ConfigError(f"{where}: {prefix}fetch_skip.w_on_zero_a: rows is only "
+                                  f"modelled on the GEMV engine (engine.kind gemv or auto), "
+                                  f"got engine.kind systolic")
+            if self.zero_policy not in ("skip_a", "skip_both"):
+                raise ConfigError(f"{where}: {prefix}fetch_skip.w_on_zero_a: rows leaves the "
+                                  f"W rows of zero inputs unprocessed and needs zero_policy "
+                                  f"skip_a or skip_both, got {self.zero_policy}")
+        if eng.kind == "systolic":
+            return
+        macs = ar.rows * ar.cols * ar.macs_per_pe
+        if eng.lanes not in (0, macs):
+            raise ConfigError(f"{where}: {prefix}engine.lanes: expected the array's MACs, "
+                              f"array.rows x cols x macs_per_pe = {macs} (the GEMV lanes "
+                              f"are those MACs), got {eng.lanes}")
+        for bad, what in ((self.structured.n != 0, "structured.n: 0 (N:M weights)"),
+                          (ar.pe_simd.width != 1, "array.pe_simd.width: 1"),
+                          (self.sync.mode != "lockstep", "sync.mode: lockstep"),
+                          (self.sync.balance != "none", "sync.balance: none")):
+            if bad:
+                raise ConfigError(f"{where}: {prefix}engine.kind: {eng.kind} is not modelled "
+                                  f"with these settings; it needs {what}")
 
     def _validate_sync(self, where: str, prefix: str) -> None:
         sy, ar = self.sync, self.array
@@ -338,6 +394,12 @@ class HwConfig:
         lanes = self.array.pe_simd.width if lanes is None else lanes
         return {"os": pr.a_bits + lanes * pr.w_bits, "ws": pr.a_bits,
                 "is": lanes * pr.w_bits}[self.dataflow]
+
+    @property
+    def gemv_lanes(self) -> int:
+        """MAC lanes of the GEMV engine: ``engine.lanes``, 0 meaning the array's MACs."""
+        ar = self.array
+        return self.engine.lanes or ar.rows * ar.cols * ar.macs_per_pe
 
     @property
     def lanes(self) -> int:

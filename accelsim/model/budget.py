@@ -133,6 +133,10 @@ def estimate_layer(layer: Layer, hw: HwConfig) -> Estimate:
     dims = {"m": m, "k": k, "n": n}
     grid = -(-dims[plan.row_dim] // plan.rows) * -(-dims[plan.col_dim] // plan.cols)
     parts["fold_arrays"] = 8 * FOLD_ARRAYS * bsz * grid
+    if hw.engine.kind != "systolic":
+        # the GEMV engine (accelsim/model/gemv.py): an int64 copy of the processed-input
+        # mask, the fetch-unit masks (bool) and their int64 counts, per GEMV and input
+        parts["gemv"] = (8 + 2 + 8) * bsz * m * k + 8 * 8 * bsz * m
     return Estimate(parts)
 
 

@@ -311,10 +311,16 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
     active = np.ones(az.shape[:2], bool)
     if changed is not None and hw.zero_policy in ("skip_a", "skip_both"):
         active[1:] = az[1:].any(axis=(-1, -2))
-    res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz)
-    mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
-                          res.macs_performed, res.macs_gated, a_mask=a_mask, nm=nm,
-                          active=active, changed=changed)
+    from accelsim.model.gemv import engine_for, simulate_gemv
+
+    if engine_for(hw, shape) == "gemv":
+        res, mem = simulate_gemv(layer, az, wz, hw, rz=rz, active=active, a_mask=a_mask,
+                                 changed=changed)
+    else:
+        res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz)
+        mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
+                              res.macs_performed, res.macs_gated, a_mask=a_mask, nm=nm,
+                              active=active, changed=changed)
     stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
                        size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size,
                        nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0,

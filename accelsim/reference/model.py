@@ -24,6 +24,9 @@ explicit sub-arrays and their compressed sizes are computed by walking them elem
 element; DRAM passes are spread over folds with integer shares, and the stall timeline
 is stepped fold by fold over all folds of all GEMMs of a layer.
 
+Layers on the GEMV engine (``engine.kind: gemv``, or ``auto`` with one row per GEMM)
+are stepped by :mod:`accelsim.reference.gemv` instead of the fold model.
+
 Temporal delta and N:M structured weights (``docs/delta-and-nm.md``): the delta operand
 is computed element by element, frame by frame, and lowered like the input; GEMMs of
 frames >= 1 with an all-zero operand are skipped whole under ``skip_a``/``skip_both``.
@@ -53,6 +56,7 @@ from accelsim.reference.fields import (
     MEMORY_FIELDS,
     STATE_FIELDS,
 )
+from accelsim.reference.gemv import run_gemv, uses_gemv
 from accelsim.reference.memory import (
     _memory_gemm,
     _timeline,
@@ -446,7 +450,10 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
             gemms.append(_Gemm(ga, gw, ua, mode, nms[p] if use_nm else None, active,
                                pads[p] if p < len(pads) else None))
     per_gemm: list[int] = []
-    total = _run(gemms, hw, a_bits, per_gemm, state_glb)
+    if uses_gemv(hw, per_frame[0][0][0].shape[0]):
+        total = run_gemv(gemms, hw, len(per_frame[0]), not w_is_act, a_bits, per_gemm)
+    else:
+        total = _run(gemms, hw, a_bits, per_gemm, state_glb)
     if delta:
         ga0, gw0, _ = per_frame[0][0]
         n_g = len(per_frame[0])
