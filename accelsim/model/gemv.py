@@ -15,8 +15,6 @@ The results fill the same structures as the systolic path (:class:`GemmResult`,
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from accelsim.errors import SimulationError
@@ -27,6 +25,7 @@ from accelsim.model.memory import (
     PE_BUF_KEYS,
     TRAFFIC_KEYS,
     MemoryResult,
+    _ceil_div,
     _delta_state,
     _unique_a_mask,
     a_operand_bits,
@@ -50,12 +49,6 @@ def engine_for(hw: HwConfig, shape: GemmShape) -> str:
     if kind == "auto":
         return "gemv" if shape.m == 1 else "systolic"
     return kind
-
-
-def _ceil_div_bw(x: np.ndarray, bw: float) -> np.ndarray:
-    if math.isinf(bw):
-        return np.zeros(np.shape(x), np.int64)
-    return np.ceil(np.asarray(x, np.int64) / bw).astype(np.int64)
 
 
 def _first_in_scope(flags: np.ndarray, scope: str) -> np.ndarray:
@@ -193,7 +186,7 @@ def simulate_gemv(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *,
         raise SimulationError(f"layer {layer.name!r}: traffic overflows 64-bit counters")
 
     # --- cycles: each GEMV takes max(compute, its W fetch at the DRAM bandwidth)
-    fetch = _ceil_div_bw(dw_d + dw_m, hw.memory.dram.bandwidth_bytes_per_cycle)
+    fetch = _ceil_div(dw_d + dw_m, hw.memory.dram.bandwidth_bytes_per_cycle)
     per_gemv = np.where(run, np.maximum(compute, fetch), 0)
     compute_total = int(compute.sum())
     cycles = int(per_gemv.sum()) + state["state_stall_cycles"]
