@@ -65,7 +65,7 @@ def output_elements(layer: Layer) -> int:
     from accelsim.model.workload import gemm_shape
 
     s = gemm_shape(layer)
-    return s.frames * s.batch * s.m * s.n
+    return s.batch * s.m * s.n
 
 
 def consumers(trace: Trace) -> dict[str, Layer]:
@@ -143,7 +143,9 @@ def shares(dense: np.ndarray, total: np.ndarray) -> np.ndarray:
     cum = np.cumsum(flat, axis=1)
     d_tot = cum[:, -1:]
     t = np.asarray(total, np.int64).reshape(nf, 1)
-    if int((t * np.maximum(d_tot, 1)).max(initial=0)) < 2**62:
+    limit = max((int(tv) * int(dv) for tv, dv in zip(t[:, 0], d_tot[:, 0], strict=True)),
+                default=0)  # in Python integers: the product may not fit int64
+    if limit < 2**62:
         safe = np.maximum(d_tot, 1)
         upto = t * cum // safe
     else:  # exact in Python integers
