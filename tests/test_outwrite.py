@@ -157,6 +157,11 @@ def test_transposed_chain_stays_dense():
                rng.integers(-3, 4, (3, 5)).astype(np.int8),
                meta={"input_from": "a", "input_ops": ["aten.transpose"]})
     assert consumers(Trace("t", [a, b])) == {}
+    # a producer named after its consumer (an in-memory trace, not loaded) is ignored
+    later = type(a)(a.name, a.kind, a.tensors, meta={"input_from": "b"})
+    b2 = type(b)(b.name, b.kind, b.tensors, meta={"input_from": "a"})
+    assert {p: c.name for p, c in consumers(Trace("t", [later, b2])).items()} == {"a": "b"}
+    assert consumers(Trace("t", [b2, a])) == {}  # b2 names a, which comes after it
 
 
 def test_shares_sum_per_frame():

@@ -71,16 +71,16 @@ def output_elements(layer: Layer) -> int:
 def consumers(trace: Trace) -> dict[str, Layer]:
     """Producer layer name -> the first later layer whose input is exactly its output
     (``meta.input_from`` names it and every ``meta.input_ops`` is an output-stage
-    operator). A reference to a layer not in the trace is ignored."""
+    operator). A reference to a layer that is not earlier in the trace is ignored."""
     out: dict[str, Layer] = {}
-    names = {layer.name for layer in trace.layers}
+    before: set[str] = set()
     for layer in trace.layers:
         src = layer.meta.get("input_from")
-        if not isinstance(src, str) or src not in names or src in out:
-            continue
         ops = layer.meta.get("input_ops") or []
-        if all(isinstance(op, str) and stage_op(op) for op in ops):
+        if (isinstance(src, str) and src in before and src not in out
+                and all(isinstance(op, str) and stage_op(op) for op in ops)):
             out[src] = layer
+        before.add(layer.name)
     return out
 
 
@@ -102,20 +102,27 @@ def consumer_bytes(consumer: Layer, hw: HwConfig) -> tuple[np.ndarray, np.ndarra
     """Per frame, (data, metadata) bytes of the consumer's unique A operand in its A
     format (widths resolved for the consumer), and the format kind: what the consumer's
     DRAM read of a resident A costs."""
-    from accelsim.model.engine import layer_masks, nm_applies
+    from accelsim.model.engine import nm_applies
     from accelsim.model.memory import (
         _unique_a_mask,
         a_operand_bits,
         resolve_formats,
         tile_bytes,
     )
-    from accelsim.model.sparsity import nm_structure
+    from accelsim.model.sparsity import check_nm, nm_structure
+    from accelsim.model.workload import gemm_shape, lower_a, lower_wt
 
-    az, wz = layer_masks(consumer)
-    nm = (nm_structure(wz, hw.structured.n, hw.structured.m)
-          if nm_applies(consumer, hw) else None)
-    chw = resolve_formats(consumer, hw, az.shape[-2], az.shape[-1], wz.shape[-1], nm)
-    ua = _unique_a_mask(consumer, az, np.asarray(consumer.a) != 0)
+    shape = gemm_shape(consumer)
+    mask = np.asarray(consumer.a) != 0
+    conv = consumer.kind in ("conv1d", "conv2d", "conv3d")  # unique A: the input itself
+    az = None if conv else lower_a(consumer, mask)
+    nm = None
+    if nm_applies(consumer, hw):
+        wz = np.swapaxes(lower_wt(consumer, np.asarray(consumer.w) != 0), -1, -2)
+        check_nm(consumer, wz, hw.structured.n, hw.structured.m)
+        nm = nm_structure(wz, hw.structured.n, hw.structured.m)
+    chw = resolve_formats(consumer, hw, shape.m, shape.k, shape.n, nm)
+    ua = _unique_a_mask(consumer, az, mask)
     d, m = tile_bytes(ua, ua.shape[1], ua.shape[2], chw.formats.a,
                       a_operand_bits(consumer, hw))
     nf = consumer.num_frames
