@@ -103,7 +103,8 @@ SHOW_GROUPS: dict[str, list[str]] = {
     "threshold": ["layer", "kind", "macs_performed", "cycles", "density_a", "threshold_a",
                   "threshold_b", "thr_sparsity_a", "thr_err_rel", "thr_err_rms",
                   "thr_err_max", "energy_pj"],
-    "traffic": ["layer", "compute_cycles", "stall_cycles", "dram_bytes", "glb_bytes"],
+    "traffic": ["layer", "compute_cycles", "stall_cycles", "dram_bytes", "glb_bytes",
+                "out_format", "out_consumer"],
 }
 INSPECT_DEFAULT = ["layer", "kind", "m", "k", "n", "frames", "macs_dense", "density_a",
                    "density_w", "delta_density_a", "unchanged_frac_a", "bytes"]
