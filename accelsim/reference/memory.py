@@ -130,8 +130,8 @@ def _window_bytes(unique_a: np.ndarray, elements: set[int], fmt: Any,
     last = unique_a.shape[1]
     vals = [flat[i] for i in picked]
     fibers = len({i // last for i in picked})
-    d, m = tile_sizes(np.array(vals, dtype=np.int64).reshape(1, len(vals)), fmt.kind, bits,
-                      fmt.run_bits, fmt.index_bits, fmt.ptr_bits)
+    row = np.array(vals, dtype=unique_a.dtype).reshape(1, len(vals))
+    d, m = tile_sizes(row, fmt.kind, bits, fmt.run_bits, fmt.index_bits, fmt.ptr_bits)
     if fmt.kind == "csr":  # one pointer per fiber of the window, plus one
         m += (fibers - 1) * fmt.ptr_bits
     return math.ceil(d / 8), math.ceil(m / 8)
