@@ -46,7 +46,7 @@ def pinned(draw, hw):
 
 def same_mapping(layer, hw) -> None:
     try:
-        ref = reference.simulate_layer(layer, hw)
+        ref = reference.simulate_layer(layer, hw, with_mapping=True)
     except SimulationError:
         return
     if "map_order" not in ref:  # the GEMV engine has no GLB mapping

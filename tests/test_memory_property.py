@@ -269,7 +269,7 @@ def test_reference_hand_os_stalls():
     """
     a, w = np.ones((3, 2), np.int8), np.ones((2, 3), np.int8)
     res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "os", dram_bw=1.0, glb_bw=2.0,
-                                                         timing="scalesim"))
+                                                timing="scalesim"), with_mapping=True)
     expect = {"folds": 4, "compute_cycles": 16, "dram_a_read_bytes": 6,
               "dram_w_read_bytes": 6, "glb_a_read_bytes": 12, "glb_w_read_bytes": 12,
               "glb_out_write_bytes": 9, "dram_out_write_bytes": 9, "rf_a_read_bytes": 18,
@@ -294,7 +294,7 @@ def test_reference_hand_ws_tiled():
     a, w = np.ones((3, 3), np.int8), np.ones((3, 4), np.int8)
     kw = dict(a_kib=4 / 1024, out_kib=16 / 1024, dram_bw=4.0, timing="scalesim")
     hw = make_hw(2, 2, 1, "ws", db=False, **kw)
-    res = reference.simulate_gemm(a, w, hw)
+    res = reference.simulate_gemm(a, w, hw, with_mapping=True)
     expect = {"compute_cycles": 28, "dram_a_read_bytes": 18, "glb_a_write_bytes": 18,
               "dram_w_read_bytes": 24, "dram_psum_read_bytes": 0,
               "dram_psum_write_bytes": 0, "glb_psum_read_bytes": 48,

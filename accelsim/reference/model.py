@@ -167,7 +167,18 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
     return total
 
 
-def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
+MAP_KEYS = ("map_order", "map_tm", "map_tn", "map_tk")
+
+
+def _mapping_keys(total: dict[str, Any], keep: bool) -> None:
+    """The GLB mapping's keys (map_order is text) stay only when asked for."""
+    if not keep:
+        for key in MAP_KEYS:
+            total.pop(key, None)
+
+
+def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig, *,
+                  with_mapping: bool = False) -> dict[str, int]:
     """Simulate ``a[M, K] @ w[K, N]`` cycle by cycle on ``hw`` (a linear layer with input
     ``a`` and weight ``w.T``, no frames: N:M applies if configured, delta does not);
     see the module doc."""
@@ -182,6 +193,7 @@ def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
     hw = _resolve_formats(types.SimpleNamespace(name="gemm"), hw, [(a, w, a)], [nm])
     total = _run([_Gemm(a, w, a, "gemm", nm)], hw)
     del total["delta_gemms_skipped"]
+    _mapping_keys(total, with_mapping)
     return total
 
 
@@ -430,7 +442,8 @@ def _resolve_formats(layer: Any, hw: HwConfig, gemms, nms) -> HwConfig:
     return dataclasses.replace(hw, formats=dataclasses.replace(hw.formats, **fmts))
 
 
-def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> dict[str, int]:
+def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False,
+                   with_mapping: bool = False) -> dict[str, int]:
     """Simulate every GEMM of ``layer`` (frame-major, then group / batch index) as one
     fold sequence: summed counts and traffic, one stall timeline, plus the delta state
     traffic and cycles. ``with_skipped`` adds ``delta_gemms_skipped``."""
@@ -501,4 +514,5 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
         total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
     if not with_skipped:
         del total["delta_gemms_skipped"]
+    _mapping_keys(total, with_mapping)
     return total
