@@ -124,14 +124,24 @@ def psum_tiles(stats: TileStats, mp: Mapping) -> np.ndarray:
     return _bytes(em * en * stats.out_bits)
 
 
+def op_mult(stats: TileStats, t: dict[str, int], op: str) -> int:
+    """2 under double buffering when the operand has more than one tile in a GEMM (the
+    next one is fetched while the current one is used), else 1."""
+    if math.prod(t[d] for d in OPERAND_DIMS[op]) > 1:
+        return stats.mult
+    return 1
+
+
 def needs(stats: TileStats, mp: Mapping) -> dict[str, int]:
     """Bytes each partition must hold: the largest real A and W tile (data + metadata),
-    times ``mult``; the live partial sums: the output tile when Tk < K, else (ws, is)
-    the largest fold block of partial sums inside the tile, (os) none."""
+    doubled under double buffering when the operand has more than one tile; the live
+    partial sums: the output tile when Tk < K, else (ws, is) the largest fold block of
+    partial sums inside the tile, (os) none."""
     ad, am = stats.a_tiles(mp.t("m"), mp.t("k"))
     wd, wm = stats.w_tiles(mp.t("n"), mp.t("k"))
-    out = {"a": int((ad + am).max(initial=0)) * stats.mult,
-           "w": int((wd + wm).max(initial=0)) * stats.mult}
+    t = trips(stats, mp)
+    out = {"a": int((ad + am).max(initial=0)) * op_mult(stats, t, "a"),
+           "w": int((wd + wm).max(initial=0)) * op_mult(stats, t, "w")}
     tm, tn, tk = mp.tile
     if tk < stats.extent["k"]:
         out["out"] = int(-(-tm * tn * stats.out_bits // 8))
@@ -157,8 +167,9 @@ def illegal_message(stats: TileStats, mp: Mapping, op: str, need: int,
                     hw: HwConfig) -> str:
     glb = hw.memory.glb
     kib = getattr(glb, _KEY[op])
-    twice = " (x2, double buffering)" if stats.mult == 2 and op != "out" else ""
-    size = need // stats.mult if op != "out" else need
+    mult = op_mult(stats, trips(stats, mp), op) if op != "out" else 1
+    twice = " (x2, double buffering)" if mult == 2 else ""
+    size = need // mult
     return (f"layer {stats.layer!r}: {stats.hw_name}: mapping {mp.order} "
             f"[{mp.tile[0]}, {mp.tile[1]}, {mp.tile[2]}]: the largest {_WHAT[op]} tile, "
             f"{size} bytes{twice}, does not fit memory.glb.{_KEY[op]} = {kib:g} KiB "
@@ -200,7 +211,8 @@ def price_mapping(stats: TileStats, mp: Mapping) -> dict[str, int]:
 
 def w_resident_layer(stats: TileStats, mp: Mapping) -> bool:
     """The W tile is the whole W and the W of every group fits the partition together
-    (times ``mult``): the weights stay for the layer's frames, read by frame 0 only."""
+    (never swapped, so not doubled): the weights stay for the layer's frames, read by
+    frame 0 only."""
     if not stats.w_layer_scope:
         return False
     t = trips(stats, mp)
@@ -208,7 +220,7 @@ def w_resident_layer(stats: TileStats, mp: Mapping) -> bool:
         return False
     wd, wm = stats.w_tiles(mp.t("n"), mp.t("k"))
     one = np.broadcast_to((wd + wm)[:1].sum(axis=(2, 3)), (1, stats.npf))
-    return int(one.sum()) * stats.mult <= stats.caps["w"]
+    return int(one.sum()) <= stats.caps["w"]
 
 
 def w_fetched(stats: TileStats, mp: Mapping) -> tuple[np.ndarray, np.ndarray]:

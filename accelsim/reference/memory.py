@@ -159,7 +159,8 @@ def _ranges(total: int, size: int) -> list[tuple[int, int]]:
 def _layer_needs(gemms: list[Any], hw: HwConfig, tile: tuple[int, int, int],
                  a_bits: int) -> dict[str, int]:
     """Bytes each partition must hold for ``tile``, over every GEMM and tile of the
-    layer: the largest A and W tile (x2 with double buffering), the live partial sums
+    layer: the largest A and W tile (x2 with double buffering when the operand has more
+    than one tile in the GEMM), the live partial sums
     (the output tile when Tk < K; else ws: Tm x C, is: C x Tn; os: none)."""
     mult = 2 if hw.memory.glb.double_buffer else 1
     tm, tn, tk = tile
@@ -189,7 +190,12 @@ def _layer_needs(gemms: list[Any], hw: HwConfig, tile: tuple[int, int, int],
         live = math.ceil(min(tm, m_dim, cols) * min(tn, n_dim) * ob / 8)
     else:
         live = 0
-    return {"a": big_a * mult, "w": big_w * mult, "out": live}
+    count_m, count_n = math.ceil(m_dim / tm), math.ceil(n_dim / tn)
+    count_k = math.ceil(k_dim / tk)
+    # a second buffer only for an operand with a next tile to fetch
+    mult_a = mult if count_m * count_k > 1 else 1
+    mult_w = mult if count_n * count_k > 1 else 1
+    return {"a": big_a * mult_a, "w": big_w * mult_w, "out": live}
 
 
 def choose_mapping(gemms: list[Any], hw: HwConfig, a_bits: int, state_glb: int,

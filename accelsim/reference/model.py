@@ -103,7 +103,7 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
     all_folds: list[dict[str, int]] = []
     mapping = choose_mapping(gemms, hw, a_bits, state_glb, name)
     # W left in the GLB by frame 0 serves later frames when the W tile is all of W and
-    # the weights of every group fit (x2 with double buffering) together
+    # the weights of every group fit together (never swapped: no second buffer)
     order, (_, tn, tk) = mapping
     g0 = gemms[0]
     whole = tn >= g0.w.shape[1] and tk >= g0.a.shape[1]
@@ -113,8 +113,7 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
             wk = _compressed_w(g.w, g.nm.kept) if g.nm is not None else g.w
             data, meta = _w_bytes(wk, hw, g.nm)
             need += data + meta
-    mult = 2 if hw.memory.glb.double_buffer else 1
-    keep_w = whole and need * mult <= hw.memory.glb.w_kib * 1024
+    keep_w = whole and need <= hw.memory.glb.w_kib * 1024
     for g in gemms:
         if not g.active:
             dense = g.a.shape[0] * g.a.shape[1] * g.w.shape[1]
