@@ -153,3 +153,36 @@ def test_psum_cliff_gone_digits_conv2_ws():
         out[kib] = sum(v for k, v in c.items() if k.startswith("dram_"))
         assert c["dram_psum_write_bytes"] == 0
     assert abs(out[399] - out[400]) <= 0.1 * out[400], out
+
+
+def test_mapping_config_round_trip_and_errors():
+    """`mapping:` loads, shows and reloads; bad values are one-line ConfigErrors naming
+    the key; a pinned size that is not a multiple of the fold extent is a one-line
+    SimulationError naming the layer."""
+    import yaml
+    from test_memory_property import make_hw
+
+    from accelsim import ConfigError, load_hwconfig
+    from accelsim.io.hwconfig import hwconfig_to_yaml
+
+    hw = load_hwconfig("cnvlutin_ws_16x16", {"mapping.loop_order": "knm",
+                                             "mapping.glb_tile": [64, "full", 32]})
+    assert hw.mapping.glb_tile == (64, "full", 32)
+    again = load_hwconfig(yaml.safe_load(hwconfig_to_yaml(hw)))
+    assert again == hw and again.config_hash() == hw.config_hash()
+    assert load_hwconfig("cnvlutin_ws_16x16").mapping.glb_tile == "auto"
+    for key, value, msg in (("mapping.glb_tile", [1, 2], r"mapping\.glb_tile: expected auto"),
+                            ("mapping.glb_tile", [1, 0, 2], r"glb_tile: Tn: expected"),
+                            ("mapping.glb_tile", [1, "half", 2], r"glb_tile: Tn: expected"),
+                            ("mapping.loop_order", "mkk", r"mapping\.loop_order: expected")):
+        with pytest.raises(ConfigError, match=msg) as err:
+            load_hwconfig("cnvlutin_ws_16x16", {key: value})
+        assert "\n" not in str(err.value)
+    a, w = np.ones((5, 6), np.int8), np.ones((6, 7), np.int8)
+    bad = make_hw(2, 2, 1, "os").with_overrides({"mapping.glb_tile": [3, "full", "full"]})
+    with pytest.raises(SimulationError, match=r"'gemm'.*Tm = 3 is not a multiple of the "
+                                              r"fold extent 2") as err:
+        engine.simulate_gemm(a, w, bad)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SimulationError):
+        reference.simulate_gemm(a, w, bad)
