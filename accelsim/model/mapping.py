@@ -388,17 +388,44 @@ def _format_tile_bytes(fmt, bits: int, nnz, numel, fibers, entries):
     return _bytes(d), _bytes(m)
 
 
-def _dense_tiles(mask3: np.ndarray, bx: int, by: int, fmt, bits: int):
-    """(data, meta) bytes of every bx x by tile of a [B, X, Y] fiber-layout mask."""
-    nb, nx, ny = mask3.shape
-    rows = _extents(nx, bx)[:, None]
-    cols = _extents(ny, by)[None, :]
-    numel = np.broadcast_to(rows * cols, (nb, rows.size, cols.size))
-    if fmt.kind == "dense":
-        nnz = entries = numel
-    else:
-        nnz, entries = block_nnz_rle(mask3, bx, by, fmt.run_bits if fmt.kind == "rle" else 0)
-    return _format_tile_bytes(fmt, bits, nnz, numel, rows, entries)
+class BlockSums:
+    """Nonzeros of a [B, X, Y] fiber-layout mask per block of ``ux`` x ``uy`` elements
+    (the array's fold extents; 1 along the temporal dim), as 2-D prefix sums: the
+    nonzeros of any GLB tile made of whole blocks (or reaching the edge) are four
+    look-ups, so a mapping's tiles are priced without walking the mask again. RLE
+    entries do not add up over blocks: those tiles are counted on the mask."""
+
+    def __init__(self, mask3: np.ndarray, ux: int, uy: int) -> None:
+        self.mask, self.ux, self.uy = mask3, ux, uy
+        nnz, _ = block_nnz_rle(mask3, ux, uy, 0)
+        nb, bx, by = nnz.shape
+        self.prefix = np.zeros((nb, bx + 1, by + 1), np.int64)
+        self.prefix[:, 1:, 1:] = nnz.cumsum(axis=1).cumsum(axis=2)
+
+    def nnz(self, tx: int, ty: int) -> np.ndarray:
+        """Nonzeros of every tx x ty tile: [B, ceil(X/tx), ceil(Y/ty)]."""
+        nb, px, py = self.prefix.shape
+        sx = px - 1 if tx >= self.mask.shape[1] else tx // self.ux
+        sy = py - 1 if ty >= self.mask.shape[2] else ty // self.uy
+        xs = np.minimum(np.arange(0, px - 1 + sx, sx), px - 1)
+        ys = np.minimum(np.arange(0, py - 1 + sy, sy), py - 1)
+        xs, ys = np.unique(xs), np.unique(ys)
+        p = self.prefix[:, xs][:, :, ys]
+        return p[:, 1:, 1:] - p[:, :-1, 1:] - p[:, 1:, :-1] + p[:, :-1, :-1]
+
+    def tiles(self, tx: int, ty: int, fmt, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """(data, meta) bytes of every tx x ty tile (tx, ty whole blocks or the edge)."""
+        nb, nx, ny = self.mask.shape
+        rows = _extents(nx, tx)[:, None]
+        cols = _extents(ny, ty)[None, :]
+        numel = np.broadcast_to(rows * cols, (nb, rows.size, cols.size))
+        if fmt.kind == "dense":
+            nnz = entries = numel
+        elif fmt.kind == "rle":
+            nnz, entries = block_nnz_rle(self.mask, tx, ty, fmt.run_bits)
+        else:
+            nnz = entries = self.nnz(tx, ty)
+        return _format_tile_bytes(fmt, bits, nnz, numel, rows, entries)
 
 
 class ConvWindows:
@@ -511,17 +538,25 @@ def tile_stats(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *, ro
         windows = ConvWindows(layer, (np.asarray(layer.a) != 0) if a_mask is None
                               else a_mask, fa, a_bits)
 
+    sums = {}
+
+    def blocks(op: str) -> BlockSums:  # built once per layer, on first use
+        if op not in sums:
+            sums[op] = (BlockSums(az3, unit["m"], unit["k"]) if op == "a"
+                        else BlockSums(wt3, unit["n"], unit["k"]))
+        return sums[op]
+
     def a_fn(tm: int, tk: int):
         if windows is not None:
             return windows.tiles(m, k, tm, tk)
-        d, mt = _dense_tiles(az3, tm, tk, fa, a_bits)
+        d, mt = blocks("a").tiles(tm, tk, fa, a_bits)
         return d.reshape((nf, npf) + d.shape[1:]), mt.reshape((nf, npf) + mt.shape[1:])
 
     def w_fn(tn: int, tk: int):
         if nm is not None:
             d, mt = _nm_bytes(kk * _extents(n, tn), hw, nm)
             return d.reshape(1, 1, -1, 1), mt.reshape(1, 1, -1, 1)
-        d, mt = _dense_tiles(wt3, tn, tk, fw, hw.precision.w_bits)
+        d, mt = blocks("w").tiles(tn, tk, fw, hw.precision.w_bits)
         return d.reshape((fwn, npf) + d.shape[1:]), mt.reshape((fwn, npf) + mt.shape[1:])
 
     return TileStats(
