@@ -203,21 +203,6 @@ def tile_sizes(mask2d: np.ndarray, kind: str, bits: int, run_bits: int = 4,
     return int(d), int(mb)
 
 
-def _spread(total: np.ndarray, n: int) -> np.ndarray:
-    """Integer shares of ``total`` (any shape) over ``n`` folds: [..., n]."""
-    idx = np.arange(n, dtype=np.int64)
-    t = np.asarray(total, np.int64)[..., None]
-    return (t * (idx + 1)) // n - (t * idx) // n
-
-
-def _pass_shares(per_pass: np.ndarray, per_outer: np.ndarray, no: int, ni: int) -> np.ndarray:
-    """DRAM bytes per fold [..., no, ni] for passes of ``per_pass`` bytes: one pass over all
-    folds where ``per_outer`` is False, else one pass per outer index."""
-    once = _spread(per_pass, no * ni).reshape(per_pass.shape + (no, ni))
-    each = np.broadcast_to(_spread(per_pass, ni)[..., None, :], per_pass.shape + (no, ni))
-    return np.where(np.asarray(per_outer)[..., None, None], each, once)
-
-
 def _unique_a_mask(layer: Layer, az: np.ndarray, a_mask: np.ndarray | None) -> np.ndarray:
     """The A operand as DRAM holds it, in fiber layout [F*P, rows, last]: the GEMM's A, or
     for convolutions the input (``a_mask``, same shape as the layer's input) per frame and

@@ -78,14 +78,6 @@ def _new_fold(compute: int) -> dict[str, int]:
     return {"compute": compute, "glb_rd": 0, "dram_rd": 0, "glb_wr": 0, "dram_wr": 0}
 
 
-def _spread(folds: list[dict[str, int]], pass_folds: list[int], nbytes: int) -> None:
-    """Spread ``nbytes`` of one DRAM pass over the folds ``pass_folds`` in integer
-    shares: the f-th of F gets floor(B(f+1)/F) - floor(Bf/F)."""
-    n = len(pass_folds)
-    for f, idx in enumerate(pass_folds):
-        folds[idx]["dram_rd"] += nbytes * (f + 1) // n - nbytes * f // n
-
-
 def _w_bytes(w_t: np.ndarray, hw: HwConfig, nm: _NM | None) -> tuple[int, int]:
     """(data bytes, metadata bytes) of a W tile ``w_t[K, N]`` (fibers are its columns).
     With N:M weights ``w_t`` is a block of the compressed W' and every slot is stored as
