@@ -69,6 +69,8 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
                               else float("nan"))
     row["state_bytes"] = sum(stats.mem.counts[k] for k in STATE_BYTE_KEYS)
     row["a_operand_bits"] = stats.a_operand_bits or hw.precision.a_bits
+    mp = getattr(stats.mem, "mapping", None) or ("", 0, 0, 0)
+    row.update(map_order=mp[0], map_tm=mp[1], map_tn=mp[2], map_tk=mp[3])
     row["dram_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("dram_"))
     row["glb_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("glb_"))
     row.update(energy_of(row, price))
@@ -76,7 +78,8 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
 
 
 _INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
-                "size_w", "dram_bytes", "glb_bytes", "state_bytes", "a_operand_bits"]
+                "size_w", "dram_bytes", "glb_bytes", "state_bytes", "a_operand_bits",
+                "map_tm", "map_tn", "map_tk"]
 
 
 def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
@@ -201,7 +204,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     return df
 
 
-_NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits")
+_NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits", "map_tm", "map_tn",
+               "map_tk")
 
 
 def totals(df: pd.DataFrame) -> pd.Series:
