@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -111,7 +111,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              overrides: Mapping[str, Any] | None = None, *,
              functional: bool = False, per_frame: bool = False,
              thresholds: Mapping[str, Any] | None = None,
-             max_memory: int | str | None = None) -> pd.DataFrame:
+             max_memory: int | str | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
     """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
 
     ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
@@ -130,6 +131,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     ``max_memory`` (bytes, or a size like ``"4G"``; default half the physical memory)
     bounds what one layer may allocate: a layer estimated to need more is refused with
     a :class:`~accelsim.errors.SimulationError` before anything is allocated.
+    ``progress(done, total, layer_name)`` is called after each layer (the CLI's
+    progress bar).
     """
     import warnings
 
@@ -147,7 +150,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     kv_sizes = footprints(trace, hw)
     rows = []
     frames = []
-    for layer in trace.layers:
+    for done, layer in enumerate(trace.layers, start=1):
         th = resolved.get(layer.name)
         exact = layer
         if th is not None:
@@ -170,6 +173,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
                        else {"delta_err_max": nan, "delta_err_rms": nan,
                              "delta_err_rel": nan, "delta_exact": nan})
         rows.append(row)
+        if progress is not None:
+            progress(done, len(trace.layers), layer.name)
         if per_frame:
             per = stats.size_a // stats.shape.frames
             for t in range(stats.shape.frames):

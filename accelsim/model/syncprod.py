@@ -1,0 +1,176 @@
+"""Fold steps from mask products, where the sync mode allows (docs/performance.md).
+
+On os without N:M weights, with one MAC per PE and no load balancing, PE (m, n) needs
+step k exactly when ``A[m, k] & W[n, k]``, with the effective masks
+``A = (a | ua) & pad`` and ``W = w | uw`` (``ua``/``uw``: the policy does not test that
+operand; ``pad``: the position is real). :func:`accelsim.model.kernels.fold_steps_kernel`
+then reduces to products of masks:
+
+* ``lockstep`` over the whole array: a step passes when some PE of the fold needs it,
+  and ``OR_(m,n) A[m,k] W[n,k] = (OR_m A[m,k]) (OR_n W[n,k])``, so a fold's steps are
+  one entry of the product of the block-ORed masks ``OA[rows blocks, K] @ OW[col
+  blocks, K]ᵀ``; per PE row (``scope: row``) the max over its rows of ``A @ OWᵀ``; per
+  PE column the max over its columns of ``OA @ Wᵀ``.
+* ``barrier`` every C steps (``decoupled``: C = the PE buffer's steps): every PE counts
+  its needed steps per chunk, ``P_c = A[:, c] @ W[:, c]ᵀ``; the group waits for its
+  slowest PE at each barrier, so a fold takes ``sum_c max_(group) P_c`` (the max over
+  the groups of that for ``scope`` row or col).
+
+Both are exact integer identities, checked against the walk by
+tests/test_backend.py. The products run in chunks of M (whole PE-row blocks), of N
+(whole PE-column blocks) and of barrier chunks, so their temporaries stay within a
+byte budget; chunks combine exactly because each fold's value depends only on its own
+rows and columns. The products and reductions run on a :mod:`accelsim.model.backend`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from accelsim.model.backend import Backend
+
+
+def applies(hw, nm) -> bool:
+    """The fold steps of this config come from mask products (see the module doc)."""
+    return (hw.dataflow == "os" and nm is None and hw.array.macs_per_pe == 1
+            and hw.sync.balance == "none" and hw.sync.mode in ("lockstep", "barrier",
+                                                                "decoupled"))
+
+
+def _block(total: int, block: int, per_row: int, budget: int) -> int:
+    """Rows per chunk: a multiple of ``block``, at most ``total`` rounded up, and
+    ``per_row`` bytes a row within ``budget`` (at least one block)."""
+    whole = -(-total // block) * block
+    rows = max(1, budget // max(per_row * block, 1)) * block
+    return min(rows, whole)
+
+
+class _Eff:
+    """Effective masks of one GEMM, in zero-padded row chunks."""
+
+    def __init__(self, x: np.ndarray, untested: int, pad: np.ndarray | None,
+                 kp: int) -> None:
+        self.x, self.untested, self.pad, self.kp = x, untested, pad, kp
+
+    def rows(self, r0: int, r1: int, block: int) -> np.ndarray:
+        """uint8 [rows rounded up to ``block``, kp]; zeros beyond the data."""
+        n = min(r1, self.x.shape[0]) - r0
+        k = self.x.shape[1]
+        out = np.zeros((-(-max(n, 0) // block) * block, self.kp), np.uint8)
+        if n > 0:
+            v = out[:n, :k]
+            if self.untested:
+                v[...] = 1
+            else:
+                v[...] = self.x[r0:r0 + n]
+            if self.pad is not None:
+                v &= self.pad[r0:r0 + n]
+        return out
+
+
+def _block_any(be: Backend, eff: _Eff, total: int, block: int, chunk: int) -> object:
+    """OR over every ``block`` rows: device uint8 [ceil(total/block), kp]."""
+    parts = []
+    for r0 in range(0, total, chunk):
+        x = be.load(eff.rows(r0, r0 + chunk, block))
+        parts.append(be.amax(x.reshape(-1, block, eff.kp), (1,)))
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts, axis=0)
+    import torch
+
+    return torch.cat(parts, dim=0)
+
+
+def gemm_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw: int,
+               rows: int, cols: int, mode: str, chunk: int, scope: str, be: Backend,
+               budget: int) -> np.ndarray:
+    """Steps of every fold of one GEMM: int64 [ceil(M/rows), ceil(N/cols)]. ``a`` uint8
+    [M, K], ``w`` uint8 [N, K] (0/1), ``pad`` uint8 [M, K] or None; ``mode`` lockstep or
+    barrier (every ``chunk`` steps)."""
+    m, k = a.shape
+    n = w.shape[0]
+    nr, nc = -(-m // rows), -(-n // cols)
+    wb = 1 + be.work_bytes  # a uint8 chunk and its float copy, per element
+    if mode == "lockstep":
+        ea, ew = _Eff(a, ua, pad, k), _Eff(w, uw, None, k)
+        if scope == "array":
+            oa = _block_any(be, ea, m, rows, _block(m, rows, k * wb, budget // 4))
+            ow = _block_any(be, ew, n, cols, _block(n, cols, k * wb, budget // 4))
+            return be.host(be.mm(oa, ow))
+        out = np.zeros((nr, nc), np.int64)
+        if scope == "row":
+            ow = _block_any(be, ew, n, cols, _block(n, cols, k * wb, budget // 4))
+            mc = _block(m, rows, k * wb + 8 * nc, budget // 2)
+            for r0 in range(0, m, mc):
+                res = be.mm(be.load(ea.rows(r0, r0 + mc, rows)), ow)
+                out[r0 // rows:r0 // rows + res.shape[0] // rows] = be.host(
+                    be.amax(res.reshape(-1, rows, nc), (1,)))
+            return out
+        oa = _block_any(be, ea, m, rows, _block(m, rows, k * wb, budget // 4))
+        ncc = _block(n, cols, k * wb + 8 * nr, budget // 2)
+        for c0 in range(0, n, ncc):
+            res = be.mm(oa, be.load(ew.rows(c0, c0 + ncc, cols)))
+            out[:, c0 // cols:c0 // cols + res.shape[1] // cols] = be.host(
+                be.amax(res.reshape(nr, -1, cols), (2,)))
+        return out
+    # barrier: per chunk of steps, every PE's count; the group's slowest per chunk
+    nch = -(-k // chunk)
+    kp = nch * chunk
+    ea, ew = _Eff(a, ua, pad, kp), _Eff(w, uw, None, kp)
+    half = budget // 2
+    mc = _block(m, rows, kp * wb, half // 2)
+    ncc = _block(n, cols, kp * wb, half // 2)
+    # product batch [g, mc, ncc] int64 plus its reductions
+    while mc > rows and mc * ncc * 16 > half:
+        mc = max(rows, (mc // 2) // rows * rows)
+    while ncc > cols and mc * ncc * 16 > half:
+        ncc = max(cols, (ncc // 2) // cols * cols)
+    g = max(1, half // max(mc * ncc * 16, 1))
+    out = np.zeros((nr, nc), np.int64)
+    for r0 in range(0, m, mc):
+        xa = be.transpose01(be.load(ea.rows(r0, r0 + mc, rows)).reshape(-1, nch, chunk))
+        mr = xa.shape[1]
+        for c0 in range(0, n, ncc):
+            xw = be.transpose01(be.load(ew.rows(c0, c0 + ncc, cols)).reshape(-1, nch, chunk))
+            nn = xw.shape[1]
+            acc = be.zeros({"array": (mr // rows, nn // cols), "row": (mr, nn // cols),
+                            "col": (mr // rows, nn)}[scope])
+            for c in range(0, nch, g):
+                p = be.mm(xa[c:c + g], xw[c:c + g])  # [g, mr, nn]
+                gg = p.shape[0]
+                if scope == "array":
+                    acc += be.amax(p.reshape(gg, mr // rows, rows, nn // cols, cols),
+                                   (2, 4)).sum(0)
+                elif scope == "row":
+                    acc += be.amax(p.reshape(gg, mr, nn // cols, cols), (3,)).sum(0)
+                else:
+                    acc += be.amax(p.reshape(gg, mr // rows, rows, nn), (2,)).sum(0)
+            if scope == "row":
+                acc = be.amax(acc.reshape(mr // rows, rows, nn // cols), (1,))
+            elif scope == "col":
+                acc = be.amax(acc.reshape(mr // rows, nn // cols, cols), (2,))
+            i0, j0 = r0 // rows, c0 // cols
+            res = be.host(acc)
+            out[i0:i0 + res.shape[0], j0:j0 + res.shape[1]] = res
+    return out
+
+
+def fold_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw: int,
+               active: np.ndarray, rows: int, cols: int, mode: str, chunk: int, scope: str,
+               be: Backend, budget: int) -> np.ndarray:
+    """:func:`gemm_steps` of every active GEMM of a batch: ``a`` [F, P, M, K], ``w``
+    [Fw, P, N, K], ``pad`` [1, P, M, K] or None; int64 [F, P, row folds, col folds]."""
+    nf, npf, m, _ = a.shape
+    n = w.shape[2]
+    out = np.zeros((nf, npf, -(-m // rows), -(-n // cols)), np.int64)
+    for f in range(nf):
+        fw = f if w.shape[0] > 1 else 0
+        for pp in range(npf):
+            if active[f, pp]:
+                out[f, pp] = gemm_steps(a[f, pp], w[fw, pp],
+                                        None if pad is None else pad[0, pp], ua, uw, rows,
+                                        cols, "lockstep" if mode == "lockstep" else "barrier",
+                                        chunk, scope, be, budget)
+    return out
