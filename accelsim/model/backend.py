@@ -93,6 +93,25 @@ class Backend:
         """[a, b, c] -> [b, a, c]."""
         return x.transpose(1, 0, 2)
 
+    def prep(self, x: Any) -> Any:
+        """A loaded mask in the dtype :meth:`mm_raw` multiplies."""
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def mm_raw(self, x: Any, y: Any) -> Any:
+        """``x @ yᵀ`` of two :meth:`prep` masks whose K is at most :attr:`k_piece`: the
+        exact counts, in the work dtype (pass them through :meth:`to_int` before any
+        sum that could exceed the piece)."""
+        if x.ndim != 3:
+            return np.matmul(x, np.swapaxes(y, -1, -2))
+        # a 2-D BLAS call per batch entry: numpy's stacked matmul is slower on thin K
+        out = np.empty((x.shape[0], x.shape[1], y.shape[1]), np.float32)
+        for i in range(x.shape[0]):
+            np.matmul(x[i], y[i].T, out=out[i])
+        return out
+
+    def to_int(self, x: Any) -> Any:
+        return x.astype(np.int64)
+
     def mm(self, x: Any, y: Any) -> Any:
         """Exact ``x[..., M, K] @ y[..., N, K]ᵀ`` of 0/1 masks: int64 [..., M, N]."""
         k = x.shape[-1]
@@ -134,6 +153,15 @@ class TorchBackend(Backend):
 
     def transpose01(self, x: Any) -> Any:
         return x.permute(1, 0, 2)
+
+    def prep(self, x: Any) -> Any:
+        return x.to(self.torch.float16 if self.cuda else self.torch.float32).contiguous()
+
+    def mm_raw(self, x: Any, y: Any) -> Any:
+        return self.torch.matmul(x, y.transpose(-1, -2))
+
+    def to_int(self, x: Any) -> Any:
+        return x.to(self.torch.int64)
 
     def _int_mm_2d(self, x: Any, y: Any) -> Any:
         """int8 tensor-core product, zero-padded to _int_mm's shape rules."""

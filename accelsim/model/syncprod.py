@@ -129,24 +129,30 @@ def gemm_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw
         ncc = max(cols, (ncc // 2) // cols * cols)
     g = max(1, half // max(mc * ncc * 16, 1))
     out = np.zeros((nr, nc), np.int64)
+    # a barrier chunk within one exact piece: products and maxima in the work dtype
+    raw = chunk <= be.k_piece
     for r0 in range(0, m, mc):
         xa = be.transpose01(be.load(ea.rows(r0, r0 + mc, rows)).reshape(-1, nch, chunk))
+        if raw:
+            xa = be.prep(xa)
         mr = xa.shape[1]
         for c0 in range(0, n, ncc):
             xw = be.transpose01(be.load(ew.rows(c0, c0 + ncc, cols)).reshape(-1, nch, chunk))
+            if raw:
+                xw = be.prep(xw)
             nn = xw.shape[1]
             acc = be.zeros({"array": (mr // rows, nn // cols), "row": (mr, nn // cols),
                             "col": (mr // rows, nn)}[scope])
             for c in range(0, nch, g):
-                p = be.mm(xa[c:c + g], xw[c:c + g])  # [g, mr, nn]
+                p = (be.mm_raw if raw else be.mm)(xa[c:c + g], xw[c:c + g])  # [g, mr, nn]
                 gg = p.shape[0]
                 if scope == "array":
-                    acc += be.amax(p.reshape(gg, mr // rows, rows, nn // cols, cols),
-                                   (2, 4)).sum(0)
+                    red = be.amax(p.reshape(gg, mr // rows, rows, nn // cols, cols), (2, 4))
                 elif scope == "row":
-                    acc += be.amax(p.reshape(gg, mr, nn // cols, cols), (3,)).sum(0)
+                    red = be.amax(p.reshape(gg, mr, nn // cols, cols), (3,))
                 else:
-                    acc += be.amax(p.reshape(gg, mr // rows, rows, nn), (2,)).sum(0)
+                    red = be.amax(p.reshape(gg, mr // rows, rows, nn), (2,))
+                acc += be.to_int(red).sum(0)
             if scope == "row":
                 acc = be.amax(acc.reshape(mr // rows, rows, nn // cols), (1,))
             elif scope == "col":
