@@ -11,7 +11,7 @@ import pandas as pd
 
 from accelsim.errors import safe_text
 from accelsim.io.hwconfig import HwConfig, load_hwconfig
-from accelsim.io.trace import Trace, load_trace
+from accelsim.io.trace import Trace, load_trace, release_pages
 from accelsim.model.energy import energy_of, load_energy_table, prices
 from accelsim.model.engine import LayerStats, check_delta_thresholds, simulate_layer
 from accelsim.model.kvcache import KV_KEYS
@@ -173,6 +173,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
                        else {"delta_err_max": nan, "delta_err_rms": nan,
                              "delta_err_rel": nan, "delta_exact": nan})
         rows.append(row)
+        release_pages(exact)  # a memory-mapped trace keeps one layer resident
         if progress is not None:
             progress(done, len(trace.layers), layer.name)
         if per_frame:

@@ -511,6 +511,23 @@ def _load_quant(d: Any, loc: str, root: Path) -> Quant:
     return Quant(scheme=scheme, bits=bits, scale=scale, axis=axis)
 
 
+def release_pages(layer: Layer) -> None:
+    """Let the OS drop this process's pages of a memory-mapped layer's tensors (they
+    are read back from the file if used again), so that a trace simulated layer by
+    layer keeps one layer's pages resident at a time. Does nothing for tensors in
+    memory."""
+    import mmap
+
+    advise = getattr(mmap, "MADV_DONTNEED", None)
+    for t in layer.tensors.values():
+        mm = getattr(t, "_mmap", None)
+        if advise is not None and isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+            try:
+                mm.madvise(advise)
+            except (OSError, ValueError):  # closed, or refused: only a missed saving
+                pass
+
+
 def _load_npy(fpath: Path, shown: str) -> np.ndarray:
     """Memory-map one tensor file; every way it can be bad is one TraceError line."""
     try:
