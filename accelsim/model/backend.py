@@ -168,7 +168,9 @@ class TorchBackend(Backend):
         torch = self.torch
         m, k = x.shape
         n = y.shape[0]
-        mp, kp, np_ = max(m, 17), max(-(-k // 8) * 8, 16), max(-(-n // 8) * 8, 8)
+        # more than 16 rows, K and N multiples of 8 (K above 16: torchao's safe_int_mm
+        # notes wrong results at K <= 16 on one path); zeros add nothing to any sum
+        mp, kp, np_ = max(m, 17), max(-(-k // 8) * 8, 32), max(-(-n // 8) * 8, 16)
         xa = torch.zeros((mp, kp), dtype=torch.int8, device=self.device)
         xa[:m, :k] = x
         ya = torch.zeros((np_, kp), dtype=torch.int8, device=self.device)
