@@ -153,6 +153,13 @@ def test_backend_key_is_not_part_of_the_config_hash():
         bk.get_backend("cupy")
 
 
+def test_auto_keeps_small_gemms_on_numpy_and_needs_no_torch_without_a_gpu():
+    assert bk.backend_for("auto", bk.AUTO_MIN_MACS - 1).name == "numpy"
+    assert bk.backend_for("numpy", 2**40).name == "numpy"
+    big = bk.backend_for("auto", bk.AUTO_MIN_MACS)
+    assert big.name == ("torch" if bk._nvidia_device() and _cuda() else "numpy")
+
+
 def test_simulate_results_do_not_depend_on_the_backend():
     import accelsim
     from accelsim.io.synthetic import tiny_cnn_trace

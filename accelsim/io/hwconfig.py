@@ -310,8 +310,9 @@ class HwConfig:
                                            "(accelsim/hwconfigs/energy/) or a path")
     backend: str = opt("auto", choices=("auto", "numpy", "torch"),
                        doc="where the mask products run: numpy, torch (CUDA when present), "
-                           "auto (torch on CUDA when there is one, else numpy); results are "
-                           "identical, so it is not part of the config hash")
+                           "auto (torch on CUDA for large GEMMs when there is a device, else "
+                           "numpy); results are identical, so it is not part of the config "
+                           "hash")
     description: str = opt("", doc="free text")
 
     def _validate(self, where: str, prefix: str) -> None:

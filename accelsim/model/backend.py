@@ -195,6 +195,19 @@ class TorchBackend(Backend):
         return out
 
 
+#: ``auto`` sends a GEMM to the GPU only from this many dense MACs on (smaller ones cost
+#: more in transfers and launches than they save)
+AUTO_MIN_MACS = 2**26
+
+
+def backend_for(name: str, macs: int) -> Backend:
+    """The backend for one GEMM batch of ``macs`` dense MACs under config ``name``:
+    ``auto`` keeps GEMMs under :data:`AUTO_MIN_MACS` on numpy."""
+    if name == "auto" and macs < AUTO_MIN_MACS:
+        return get_backend("numpy")
+    return get_backend(name)
+
+
 @functools.lru_cache(maxsize=8)
 def _make(name: str, device: str | None) -> Backend:
     if name == "numpy":

@@ -92,7 +92,7 @@ def fold_steps(az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
     if lanes > 1:
         wz = lane_union(wz, lanes)
     if method != "walk" and syncprod.applies(hw, nm):
-        from accelsim.model.backend import chunk_budget, get_backend
+        from accelsim.model import backend
 
         nf, npf, m, k = az.shape
         tested = _TESTED[hw.zero_policy]
@@ -100,7 +100,8 @@ def fold_steps(az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
             _as_u8(az), _as_u8(np.swapaxes(wz, -1, -2)), None if rz is None else _as_u8(rz),
             int("a" not in tested), int("w" not in tested), active, plan.rows,
             hw.array.cols, hw.sync.mode, chunk_steps(hw, k), hw.sync.scope,
-            get_backend(hw.backend), chunk_budget(az[:1, :1].size + wz[:1, :1].size))
+            backend.backend_for(hw.backend, m * k * wz.shape[-1]),
+            backend.chunk_budget(az[:1, :1].size + wz[:1, :1].size))
     if method == "product":
         raise ValueError("fold steps from mask products need os, no N:M, one MAC per PE, "
                          "no balancing and sync lockstep, barrier or decoupled")

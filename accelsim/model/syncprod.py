@@ -92,6 +92,8 @@ def gemm_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw
     m, k = a.shape
     n = w.shape[0]
     nr, nc = -(-m // rows), -(-n // cols)
+    if not (m and k and n):  # no pairs: no steps
+        return np.zeros((nr, nc), np.int64)
     wb = 1 + be.work_bytes  # a uint8 chunk and its float copy, per element
     if mode == "lockstep":
         ea, ew = _Eff(a, ua, pad, k), _Eff(w, uw, None, k)
