@@ -72,24 +72,26 @@ def _case(rng, trial):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(seed=st.integers(0, 2**32 - 1),
+@given(seed=st.integers(0, 2**32 - 1), flow=st.sampled_from(["os", "ws", "is"]),
        mode=st.sampled_from(["lockstep", "barrier", "decoupled"]),
        scope=st.sampled_from(["array", "row", "col"]),
        policy=st.sampled_from(["none", "gate", "skip_a", "skip_w", "skip_both"]),
        rows=st.integers(1, 5), cols=st.integers(1, 5), lanes=st.sampled_from([1, 1, 2]),
        steps=st.integers(1, 9), budget=st.sampled_from([None, 1, 300, 3000]),
        be=st.sampled_from(BACKENDS))
-def test_fold_steps_from_products_equal_the_walk(seed, mode, scope, policy, rows, cols,
-                                                 lanes, steps, budget, be):
+def test_fold_steps_from_products_equal_the_walk(seed, flow, mode, scope, policy, rows,
+                                                 cols, lanes, steps, budget, be):
     """Every sync mode the product path takes, with and without chunking (budget 1:
     every chunk is one block of PE rows, columns and barrier chunks; 300, 3000: chunks
     of several blocks, the last one short)."""
     rng = np.random.default_rng(seed)
-    ov = {"dataflow": "os", "zero_policy": policy, "sync.mode": mode, "sync.scope": scope,
+    ov = {"dataflow": flow, "zero_policy": policy, "sync.mode": mode, "sync.scope": scope,
           "array.rows": rows, "array.cols": cols, "sync.barrier_steps": steps,
           "array.pe_simd.width": lanes}
     if mode == "decoupled":
         ov["array.pe_buffer_bytes"] = 3 + steps
+    if flow == "is":
+        ov["array.pe_simd.width"] = 1
     hw = load_hwconfig("sparse_os_16x16", ov)
     assert syncprod.applies(hw, None)
     az, wz, rz = _case(rng, seed % 6)
@@ -133,11 +135,14 @@ def test_product_path_is_refused_where_it_does_not_apply():
     hw = load_hwconfig("sparse_os_16x16", {"sync.mode": "fifo"})
     assert not syncprod.applies(hw, None)
     az = np.ones((1, 1, 4, 4), bool)
-    with pytest.raises(ValueError, match="mask products need os"):
+    with pytest.raises(ValueError, match="mask products need no N:M"):
         fold_steps(az, az, hw, make_plan(hw), None, np.ones((1, 1), bool), None,
                    method="product")
-    for ov in ({"dataflow": "ws"}, {"array.macs_per_pe": 2}, {"sync.balance": "greedy_filter"}):
+    for ov in ({"array.macs_per_pe": 2}, {"sync.balance": "greedy_filter"}):
         assert not syncprod.applies(load_hwconfig("sparse_os_16x16", ov), None)
+    assert not syncprod.applies(load_hwconfig("sparse_os_16x16"), object())  # N:M
+    for flow in ("os", "ws", "is"):
+        assert syncprod.applies(load_hwconfig("sparse_os_16x16", {"dataflow": flow}), None)
 
 
 def test_backend_key_is_not_part_of_the_config_hash():

@@ -96,14 +96,15 @@ def fold_steps(az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
 
         nf, npf, m, k = az.shape
         tested = _TESTED[hw.zero_policy]
+        t = time_steps(hw, m, k, wz.shape[-1], None)
         return syncprod.fold_steps(
             _as_u8(az), _as_u8(np.swapaxes(wz, -1, -2)), None if rz is None else _as_u8(rz),
             int("a" not in tested), int("w" not in tested), active, plan.rows,
-            hw.array.cols, hw.sync.mode, chunk_steps(hw, k), hw.sync.scope,
+            hw.array.cols, hw.sync.mode, chunk_steps(hw, t), hw.sync.scope,
             backend.backend_for(hw.backend, m * k * wz.shape[-1]),
-            backend.chunk_budget(az[:1, :1].size + wz[:1, :1].size))
+            backend.chunk_budget(az[:1, :1].size + wz[:1, :1].size), hw.dataflow)
     if method == "product":
-        raise ValueError("fold steps from mask products need os, no N:M, one MAC per PE, "
+        raise ValueError("fold steps from mask products need no N:M, one MAC per PE, "
                          "no balancing and sync lockstep, barrier or decoupled")
     ops = kernel_operands(az, wz, hw.dataflow, nm, rz)
     a, w, pad, has_pad, idx, has_nm = ops

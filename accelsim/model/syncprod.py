@@ -32,7 +32,7 @@ from accelsim.model.backend import Backend
 
 def applies(hw, nm) -> bool:
     """The fold steps of this config come from mask products (see the module doc)."""
-    return (hw.dataflow == "os" and nm is None and hw.array.macs_per_pe == 1
+    return (nm is None and hw.array.macs_per_pe == 1
             and hw.sync.balance == "none" and hw.sync.mode in ("lockstep", "barrier",
                                                                 "decoupled"))
 
@@ -165,13 +165,82 @@ def gemm_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw
     return out
 
 
+def _pad2(x: np.ndarray, r: int, c: int) -> np.ndarray:
+    out = np.zeros((r, c), x.dtype)
+    out[:x.shape[0], :x.shape[1]] = x
+    return out
+
+
+def stationary_steps(st: np.ndarray, tr: np.ndarray, rows: int, cols: int, mode: str,
+                     chunk: int, scope: str, be: Backend, budget: int) -> np.ndarray:
+    """ws and is: PE (k, x) holds ``st[k, x]`` and needs step t when ``st[k, x] &
+    tr[k, t]`` (effective 0/1 uint8 masks, ``st`` [K, X], ``tr`` [K, T]); rows over K,
+    columns over X. int64 [ceil(K/rows), ceil(X/cols)] (docs/performance.md)."""
+    k, x = st.shape
+    t = tr.shape[1]
+    nr, nc = -(-k // rows), -(-x // cols)
+    if not (k and x and t):
+        return np.zeros((nr, nc), np.int64)
+    stp = _pad2(st, nr * rows, nc * cols).reshape(nr, rows, nc, cols)
+    ow = stp.max(axis=3)  # [nr, rows, nc]: some column of block j holds a nonzero
+    if mode == "lockstep" and scope == "row":  # a PE row passes t when it needs it
+        rs = _pad2(tr.sum(axis=1, dtype=np.int64)[:, None], nr * rows, 1).reshape(nr, rows, 1)
+        return (ow * rs).max(axis=1)
+    if mode == "lockstep":
+        # a step passes when sum_(k in block) tr[k, t] * (OW or st)[k, .] > 0
+        trp = _pad2(tr, nr * rows, t).reshape(nr, rows, t)
+        right = ow if scope == "array" else stp.reshape(nr, rows, nc * cols)
+        width = right.shape[2]
+        ib = max(1, budget // max(1, (t * width * 16 + (t + width) * rows * 5)))
+        out = np.zeros((nr, width), np.int64)
+        for i0 in range(0, nr, ib):
+            xa = be.load(np.ascontiguousarray(trp[i0:i0 + ib].transpose(0, 2, 1)))
+            xw = be.load(np.ascontiguousarray(right[i0:i0 + ib].transpose(0, 2, 1)))
+            out[i0:i0 + ib] = be.host((be.mm(xa, xw) > 0).sum(1))  # [ib, width]
+        return out if scope == "array" else out.reshape(nr, nc, cols).max(axis=2)
+    # barrier every `chunk` steps: a PE counts st[k, x] * S[k, c] in chunk c
+    nch = -(-t // chunk)
+    sc = _pad2(tr, nr * rows, nch * chunk).reshape(nr * rows, nch, chunk).sum(
+        axis=2, dtype=np.int64).reshape(nr, rows, nch)
+    if scope == "row":  # one PE row: its count times "some column of the block holds w"
+        return (ow.astype(np.int64) * sc.sum(axis=2)[:, :, None]).max(axis=1)
+    right = ow if scope == "array" else stp.reshape(nr, rows, nc * cols)
+    width = right.shape[2]
+    ib = max(1, budget // max(1, 16 * width * nch))
+    out = np.zeros((nr, width), np.int64)
+    for i0 in range(0, nr, ib):
+        acc = np.zeros((min(ib, nr - i0), width, nch), np.int64)
+        for r in range(rows):  # max over the rows of the block, per chunk
+            np.maximum(acc, right[i0:i0 + ib, r, :, None] * sc[i0:i0 + ib, r, None, :],
+                       out=acc)
+        out[i0:i0 + ib] = acc.sum(axis=2)
+    return out if scope == "array" else out.reshape(nr, nc, cols).max(axis=2)
+
+
 def fold_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw: int,
                active: np.ndarray, rows: int, cols: int, mode: str, chunk: int, scope: str,
-               be: Backend, budget: int) -> np.ndarray:
-    """:func:`gemm_steps` of every active GEMM of a batch: ``a`` [F, P, M, K], ``w``
-    [Fw, P, N, K], ``pad`` [1, P, M, K] or None; int64 [F, P, row folds, col folds]."""
-    nf, npf, m, _ = a.shape
+               be: Backend, budget: int, flow: str = "os") -> np.ndarray:
+    """:func:`gemm_steps` (os) or :func:`stationary_steps` (ws, is) of every active GEMM
+    of a batch: ``a`` [F, P, M, K], ``w`` [Fw, P, N, K], ``pad`` [1, P, M, K] or None;
+    int64 [F, P, row folds, col folds]."""
+    nf, npf, m, k = a.shape
     n = w.shape[2]
+    lockstep = mode == "lockstep"
+    if flow != "os":
+        d_cols = n if flow == "ws" else m
+        out = np.zeros((nf, npf, -(-k // rows), -(-d_cols // cols)), np.int64)
+        for f in range(nf):
+            fw = f if w.shape[0] > 1 else 0
+            for pp in range(npf):
+                if not active[f, pp]:
+                    continue
+                ea = _Eff(a[f, pp], ua, None if pad is None else pad[0, pp], k).rows(0, m, 1)
+                ew = _Eff(w[fw, pp], uw, None, k).rows(0, n, 1)
+                st, tr = (ew.T, ea.T) if flow == "ws" else (ea.T, ew.T)
+                out[f, pp] = stationary_steps(
+                    np.ascontiguousarray(st), np.ascontiguousarray(tr), rows, cols,
+                    "lockstep" if lockstep else "barrier", chunk, scope, be, budget)
+        return out
     out = np.zeros((nf, npf, -(-m // rows), -(-n // cols)), np.int64)
     for f in range(nf):
         fw = f if w.shape[0] > 1 else 0
