@@ -1,7 +1,7 @@
 """Fold steps from mask products, where the sync mode allows (docs/performance.md).
 
-On os without N:M weights, with one MAC per PE and no load balancing, PE (m, n) needs
-step k exactly when ``A[m, k] & W[n, k]``, with the effective masks
+On os (ws and is further down) without N:M weights, with one MAC per PE and no load
+balancing, PE (m, n) needs step k exactly when ``A[m, k] & W[n, k]``, with the effective masks
 ``A = (a | ua) & pad`` and ``W = w | uw`` (``ua``/``uw``: the policy does not test that
 operand; ``pad``: the position is real). :func:`accelsim.model.kernels.fold_steps_kernel`
 then reduces to products of masks:
@@ -16,7 +16,12 @@ then reduces to products of masks:
   slowest PE at each barrier, so a fold takes ``sum_c max_(group) P_c`` (the max over
   the groups of that for ``scope`` row or col).
 
-Both are exact integer identities, checked against the walk by
+On ws and is a PE holds a stationary element ``S[k, x]`` and needs step t when
+``S[k, x] & T[k, t]``, T the streamed operand; the same rules reduce to products of T
+with the block-ORed S, to row sums of T, or to per-chunk sums of T
+(:func:`stationary_steps`).
+
+All are exact integer identities, checked against the walk by
 tests/test_backend.py. The products run in chunks of M (whole PE-row blocks), of N
 (whole PE-column blocks) and of barrier chunks, so their temporaries stay within a
 byte budget; chunks combine exactly because each fold's value depends only on its own
