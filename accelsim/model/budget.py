@@ -136,6 +136,10 @@ def estimate_layer(layer: Layer, hw: HwConfig) -> Estimate:
             k) or 1)) + 1
         whole = 5 * (bsz * m * k + bw * k * n) + 16 * bsz * m * n * nch
         parts["mask_products"] = min(chunk_budget(bsz * m * k + bw * k * n), whole)
+        if hw.dataflow != "os":  # ws / is: effective and padded copies of one GEMM's
+            t = m if hw.dataflow == "ws" else n  # masks, and int64 sums per chunk
+            parts["mask_products"] += 2 * (m * k + k * n) + 8 * (k + hw.array.rows) * (
+                t + 2)
     else:
         walk = 2 * (bsz * m * k + bw * k * n)
         if hw.sync.balance != "none":

@@ -242,9 +242,9 @@ def fold_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw
                 ea = _Eff(a[f, pp], ua, None if pad is None else pad[0, pp], k).rows(0, m, 1)
                 ew = _Eff(w[fw, pp], uw, None, k).rows(0, n, 1)
                 st, tr = (ew.T, ea.T) if flow == "ws" else (ea.T, ew.T)
-                out[f, pp] = stationary_steps(
-                    np.ascontiguousarray(st), np.ascontiguousarray(tr), rows, cols,
-                    "lockstep" if lockstep else "barrier", chunk, scope, be, budget)
+                out[f, pp] = stationary_steps(st, tr, rows, cols,
+                                              "lockstep" if lockstep else "barrier", chunk,
+                                              scope, be, budget)
         return out
     out = np.zeros((nf, npf, -(-m // rows), -(-n // cols)), np.int64)
     for f in range(nf):
