@@ -171,8 +171,26 @@ def gemm_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw
 
 
 def _pad2(x: np.ndarray, r: int, c: int) -> np.ndarray:
+    """``x`` zero-padded to [r, c] (``x`` itself when it has that shape)."""
+    if x.shape == (r, c):
+        return x
     out = np.zeros((r, c), x.dtype)
     out[:x.shape[0], :x.shape[1]] = x
+    return out
+
+
+def _eff_t(x: np.ndarray, untested: int, pad: np.ndarray | None, r: int,
+           c: int) -> np.ndarray:
+    """The effective mask of ``x`` [C', R'] transposed, zero-padded to uint8 [r, c], in
+    one copy."""
+    out = np.zeros((r, c), np.uint8)
+    v = out[:x.shape[1], :x.shape[0]]
+    if untested:
+        v[...] = 1
+    else:
+        v[...] = x.T
+    if pad is not None:
+        v &= pad.T
     return out
 
 
@@ -239,9 +257,11 @@ def fold_steps(a: np.ndarray, w: np.ndarray, pad: np.ndarray | None, ua: int, uw
             for pp in range(npf):
                 if not active[f, pp]:
                     continue
-                ea = _Eff(a[f, pp], ua, None if pad is None else pad[0, pp], k).rows(0, m, 1)
-                ew = _Eff(w[fw, pp], uw, None, k).rows(0, n, 1)
-                st, tr = (ew.T, ea.T) if flow == "ws" else (ea.T, ew.T)
+                ea = _eff_t(a[f, pp], ua, None if pad is None else pad[0, pp],
+                            -(-k // rows) * rows, m if flow == "ws" else -(-m // cols) * cols)
+                ew = _eff_t(w[fw, pp], uw, None, -(-k // rows) * rows,
+                            n if flow == "is" else -(-n // cols) * cols)
+                st, tr = (ew, ea) if flow == "ws" else (ea, ew)
                 out[f, pp] = stationary_steps(st, tr, rows, cols,
                                               "lockstep" if lockstep else "barrier", chunk,
                                               scope, be, budget)
