@@ -22,6 +22,7 @@ from accelsim.model.memory import (
     STATE_KEYS,
     TRAFFIC_KEYS,
 )
+from accelsim.model.outwrite import consumers, described
 from accelsim.model.skipcost import SKIP_KEYS
 
 #: integer count columns (summed in totals)
@@ -59,6 +60,7 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
         "latency_s": cycles / (hw.clock_ghz * 1e9),
     }
     row.update(stats.mem.counts)
+    row.update(described(stats.out_write))
     row.update(stats.gemm.skip_counts or {})
     row["nm_mux_ops"] = stats.nm_mux_ops
     row.update(stats.wide_macs())
@@ -148,6 +150,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     price = prices(hw, load_energy_table(hw.energy))
     resolved = resolve_thresholds(trace, hw, thresholds)
     kv_sizes = footprints(trace, hw)
+    readers = consumers(trace)  # outputs the next layer reads (docs/memory-model.md)
     rows = []
     frames = []
     for done, layer in enumerate(trace.layers, start=1):
@@ -155,7 +158,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         exact = layer
         if th is not None:
             layer = threshold_layer(layer, th)
-        stats = simulate_layer(layer, hw, max_memory=max_memory)
+        stats = simulate_layer(layer, hw, max_memory=max_memory,
+                               consumer=readers.get(layer.name))
         use = kv_use(layer)
         stats.mem.counts = apply_kv(stats.mem.counts, use, hw,
                                     kv_sizes.get(use.step, 0) if use else 0)

@@ -27,6 +27,7 @@ from accelsim.model.memory import (
     resolve_formats,
     simulate_memory,
 )
+from accelsim.model.outwrite import OutWrite
 from accelsim.model.skipcost import SKIP_KEYS, gemm_skip_costs
 from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from accelsim.model.sync import fold_cycles as sync_fold_cycles
@@ -211,6 +212,8 @@ class LayerStats:
     #: config's a_bits
     a_operand_bits: int = 0
     shape_a_bits: int = 0
+    #: how the output is written (accelsim.model.outwrite.OutWrite; None: dense)
+    out_write: OutWrite | None = None
 
     @property
     def compute_cycles(self) -> int:
@@ -281,11 +284,16 @@ def nm_applies(layer: Layer, hw: HwConfig) -> bool:
 
 
 def simulate_layer(layer: Layer, hw: HwConfig, *,
-                   max_memory: int | str | None = None) -> LayerStats:
+                   max_memory: int | str | None = None,
+                   consumer: Layer | None = None) -> LayerStats:
     """Simulate one traced layer on ``hw``. Before anything is allocated the layer's
     working set is estimated (:mod:`accelsim.model.budget`) and a layer needing more
-    than ``max_memory`` bytes (default: half the physical memory) is refused."""
+    than ``max_memory`` bytes (default: half the physical memory) is refused.
+    ``consumer``: the layer whose input is this layer's output
+    (:func:`accelsim.model.outwrite.consumers`); the output is then written in its A
+    format where the chain is exact, else dense."""
     from accelsim.model.budget import check_layer
+    from accelsim.model.outwrite import plan_output
 
     shape = gemm_shape(layer)
     if shape.macs_dense >= INT64_LIMIT:
@@ -307,6 +315,7 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
     if nm_applies(layer, hw):
         check_nm(layer, wz, hw.structured.n, hw.structured.m)
         nm = nm_structure(wz, hw.structured.n, hw.structured.m)
+    out_write = plan_output(layer, consumer, hw)  # before this layer's widths resolve
     hw = resolve_formats(layer, hw, az.shape[-2], az.shape[-1], wz.shape[-1], nm)
     active = np.ones(az.shape[:2], bool)
     if changed is not None and hw.zero_policy in ("skip_a", "skip_both"):
@@ -315,17 +324,17 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
 
     if engine_for(hw, shape) == "gemv":
         res, mem = simulate_gemv(layer, az, wz, hw, rz=rz, active=active, a_mask=a_mask,
-                                 changed=changed)
+                                 changed=changed, out_write=out_write)
     else:
         res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz)
         mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
                               res.macs_performed, res.macs_gated, a_mask=a_mask, nm=nm,
-                              active=active, changed=changed)
+                              active=active, changed=changed, out_write=out_write)
     stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
                        size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size,
                        nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0,
                        a_operand_bits=a_operand_bits(layer, hw),
-                       shape_a_bits=hw.precision.a_bits)
+                       shape_a_bits=hw.precision.a_bits, out_write=out_write)
     stats.frame_nnz_a = np.count_nonzero(
         a_mask.reshape(shape.frames, -1) if layer.frames else a_mask.reshape(1, -1), axis=1)
     if changed is not None:
