@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import pandas as pd
 
 from accelsim.errors import safe_text
 from accelsim.io.hwconfig import HwConfig, load_hwconfig
-from accelsim.io.trace import Trace, load_trace
+from accelsim.io.trace import Trace, load_trace, release_pages
 from accelsim.model.energy import energy_of, load_energy_table, prices
 from accelsim.model.engine import LayerStats, check_delta_thresholds, simulate_layer
 from accelsim.model.kvcache import KV_KEYS
@@ -116,7 +116,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              overrides: Mapping[str, Any] | None = None, *,
              functional: bool = False, per_frame: bool = False,
              thresholds: Mapping[str, Any] | None = None,
-             max_memory: int | str | None = None) -> pd.DataFrame:
+             max_memory: int | str | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
     """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
 
     ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
@@ -135,6 +136,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     ``max_memory`` (bytes, or a size like ``"4G"``; default half the physical memory)
     bounds what one layer may allocate: a layer estimated to need more is refused with
     a :class:`~accelsim.errors.SimulationError` before anything is allocated.
+    ``progress(done, total, layer_name)`` is called after each layer (the CLI's
+    progress bar).
     """
     import warnings
 
@@ -153,7 +156,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     readers = consumers(trace)  # outputs the next layer reads (docs/memory-model.md)
     rows = []
     frames = []
-    for layer in trace.layers:
+    for done, layer in enumerate(trace.layers, start=1):
         th = resolved.get(layer.name)
         exact = layer
         if th is not None:
@@ -177,6 +180,9 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
                        else {"delta_err_max": nan, "delta_err_rms": nan,
                              "delta_err_rel": nan, "delta_exact": nan})
         rows.append(row)
+        release_pages(exact)  # a memory-mapped trace keeps one layer resident
+        if progress is not None:
+            progress(done, len(trace.layers), layer.name)
         if per_frame:
             per = stats.size_a // stats.shape.frames
             for t in range(stats.shape.frames):

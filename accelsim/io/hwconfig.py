@@ -325,6 +325,11 @@ class HwConfig:
                                                     "buffer (docs/memory-model.md)")
     energy: str = opt("45nm_horowitz", doc="energy table: a shipped name "
                                            "(accelsim/hwconfigs/energy/) or a path")
+    backend: str = opt("auto", choices=("auto", "numpy", "torch"),
+                       doc="where the mask products run: numpy, torch (CUDA when present), "
+                           "auto (torch on CUDA for large GEMMs when there is a device, else "
+                           "numpy); results are identical, so it is not part of the config "
+                           "hash")
     description: str = opt("", doc="free text")
 
     def _validate(self, where: str, prefix: str) -> None:
@@ -456,8 +461,11 @@ class HwConfig:
         return out
 
     def config_hash(self) -> str:
-        """Stable short hash of the resolved config (key order independent)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable short hash of the resolved config (key order independent). ``backend``
+        is left out: it says where the products run, and changes no result."""
+        raw = self.to_dict()
+        raw.pop("backend", None)
+        blob = json.dumps(raw, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> HwConfig:
