@@ -290,6 +290,18 @@ class MappingConfig:
                            doc="GLB tile [Tm, Tn, Tk] (integers or full), or auto: the "
                                "largest legal tile found by halving from the dataflow's "
                                "start tile (docs/memory-model.md)")
+    search: str = opt("fixed", doc="fixed (loop_order / glb_tile as set, auto tiles by "
+                                   "halving), exhaustive (every legal candidate of the "
+                                   "candidate set) or random:N (N candidates drawn with a "
+                                   "fixed seed); searches what is auto")
+    objective: str = opt("energy", choices=("energy", "cycles", "edp"),
+                         doc="what the search minimises: the mapping-dependent energy "
+                             "(DRAM and GLB fills), an estimate of cycles, or their product")
+
+    def search_kind(self) -> tuple[str, int]:
+        """(``fixed`` | ``exhaustive`` | ``random``, N) from ``search``."""
+        kind, _, num = self.search.partition(":")
+        return kind, int(num) if num else 0
 
 
 @dataclass(frozen=True)
@@ -343,6 +355,7 @@ class HwConfig:
                                   f"or ws, got is")
         self._validate_sync(where, prefix)
         self._validate_engine(where, prefix)
+        self._validate_search(where, prefix)
         r, c = self.array.rows, self.array.cols
         glb = self.memory.glb
         for key, kib, bits, what in (("a_kib", glb.a_kib, self.precision.a_bits, "activations"),
@@ -354,6 +367,15 @@ class HwConfig:
                 raise ConfigError(
                     f"{where}: {prefix}memory.glb.{key}: expected at least {need / 1024:g} "
                     f"KiB to hold one {r}x{c} tile of {bits}-bit {what}, got {kib:g}")
+
+    def _validate_search(self, where: str, prefix: str) -> None:
+        s = self.mapping.search
+        kind, _, num = s.partition(":") if isinstance(s, str) else ("", "", "")
+        ok = (kind in ("fixed", "exhaustive") and not _) or (
+            kind == "random" and num.isdigit() and 1 <= int(num) <= 100000)
+        if not ok:
+            raise ConfigError(f"{where}: {prefix}mapping.search: expected fixed, exhaustive "
+                              f"or random:N (N an integer from 1 to 100000), got {s!r}")
 
     def _validate_engine(self, where: str, prefix: str) -> None:
         eng, fs, ar = self.engine, self.fetch_skip, self.array

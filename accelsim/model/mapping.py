@@ -369,13 +369,157 @@ def pinned_tile(stats: TileStats, order: str, spec, hw: HwConfig) -> Mapping:
     return mp
 
 
-def choose_mapping(stats: TileStats, hw: HwConfig) -> Mapping:
-    """The mapping ``hw.mapping`` asks for on this layer."""
+def fixed_mapping(stats: TileStats, hw: HwConfig) -> Mapping:
+    """The mapping of ``search: fixed``: ``loop_order`` and ``glb_tile`` as configured,
+    auto tiles by halving."""
     cfg = hw.mapping
     order = DEFAULT_ORDER[stats.dataflow] if cfg.loop_order == "auto" else cfg.loop_order
     if cfg.glb_tile == "auto":
         return auto_tile(stats, order, hw)
     return pinned_tile(stats, order, cfg.glb_tile, hw)
+
+
+def candidate_sizes(stats: TileStats, d: str) -> list[int]:
+    """The tile sizes the search tries along ``d``: the fold extent times powers of two
+    below the dim, then the dim itself (N:M weights: K only)."""
+    e, u = stats.extent[d], stats.unit[d]
+    out = []
+    if not (stats.nm and d == "k"):
+        v = u
+        while v < e:
+            out.append(v)
+            v *= 2
+    return out + [e]
+
+
+def candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
+    """The search's candidates in canonical order (loop orders as in
+    :data:`~accelsim.io.hwconfig.LOOP_ORDERS`, then Tm, Tn, Tk ascending); a pinned
+    ``loop_order`` or ``glb_tile`` is kept as set."""
+    from accelsim.io.hwconfig import LOOP_ORDERS
+
+    cfg = hw.mapping
+    orders = LOOP_ORDERS if cfg.loop_order == "auto" else (cfg.loop_order,)
+    if cfg.glb_tile == "auto":
+        sizes = [candidate_sizes(stats, d) for d in DIMS]
+    else:
+        sizes = [[stats.extent[d] if v == "full" else min(int(v), stats.extent[d])]
+                 for d, v in zip(DIMS, cfg.glb_tile, strict=True)]
+    return [Mapping(o, tile) for o in orders for tile in itertools.product(*sizes)]
+
+
+def maximal_candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
+    """The candidates ``exhaustive`` prices: every loop order x the maximal legal tiles
+    of the candidate set (a legal tile no other legal candidate tile contains). A tile
+    inside a larger one of the set (sizes along each dim nest: the fold extent doubling,
+    then the dim) never moves fewer DRAM bytes under the same order (no more trips, no
+    more reuse factor, no more partial-sum passes, no more convolution halo), so the
+    others cannot win; legality is monotone the same way, so along Tm the largest legal
+    size is found walking down from the dim. The reference model prices every
+    candidate."""
+    from accelsim.io.hwconfig import LOOP_ORDERS
+
+    cfg = hw.mapping
+    orders = LOOP_ORDERS if cfg.loop_order == "auto" else (cfg.loop_order,)
+    if cfg.glb_tile == "auto":
+        sizes = [candidate_sizes(stats, d) for d in DIMS]
+    else:
+        sizes = [[stats.extent[d] if v == "full" else min(int(v), stats.extent[d])]
+                 for d, v in zip(DIMS, cfg.glb_tile, strict=True)]
+
+    def legal(tile) -> bool:
+        return violation(stats, Mapping(orders[0], tile)) is None
+
+    top = []
+    sm = sizes[0]
+    for tn in sizes[1]:
+        for tk in sizes[2]:
+            for tm in reversed(sm):  # large tiles are few and cheap to size
+                if legal((tm, tn, tk)):
+                    top.append((tm, tn, tk))
+                    break
+    maximal = [t for t in top if not any(u != t and all(a >= b for a, b in zip(u, t, strict=True))
+                                         for u in top)]
+    return [Mapping(o, t) for o in orders for t in maximal]
+
+
+def objective_value(priced: dict[str, int], objective: str, p: dict[str, float],
+                    compute_cycles: int, hw: HwConfig) -> float:
+    """What the search minimises for a priced mapping (docs/memory-model.md,
+    "Searching"): ``energy`` = DRAM bytes x the DRAM price + A and W fill bytes x the GLB
+    write prices (pJ; the rest of the energy does not depend on the mapping);
+    ``cycles`` = compute + DRAM transfer cycles, or their maximum under double
+    buffering; ``edp`` = their product."""
+    fill_a = priced["dram_a_read_bytes"] + priced["dram_a_read_meta_bytes"]
+    fill_w = priced["dram_w_read_bytes"] + priced["dram_w_read_meta_bytes"]
+    energy = priced["dram_bytes"] * p["dram"] + fill_a * p["glb_a_write"] \
+        + fill_w * p["glb_w_write"]
+    xfer = math.ceil(priced["dram_bytes"] / hw.memory.dram.bandwidth_bytes_per_cycle)
+    cycles = max(compute_cycles, xfer) if hw.memory.glb.double_buffer \
+        else compute_cycles + xfer
+    return {"energy": energy, "cycles": float(cycles),
+            "edp": energy * cycles}[objective]
+
+
+def tie_key(mp: Mapping, dataflow: str) -> tuple:
+    """Ties go to the dataflow's default loop order, then the larger tile (volume, then
+    Tm, Tn, Tk), then the earlier loop order."""
+    from accelsim.io.hwconfig import LOOP_ORDERS
+
+    return (mp.order != DEFAULT_ORDER[dataflow], -math.prod(mp.tile),
+            tuple(-v for v in mp.tile), LOOP_ORDERS.index(mp.order))
+
+
+#: seed of ``search: random:N``
+SEARCH_SEED = 0
+
+
+def sample(n_cands: int, n: int) -> list[int]:
+    """Indices (ascending) of the ``random:N`` candidates among ``n_cands``."""
+    if n >= n_cands:
+        return list(range(n_cands))
+    rng = np.random.default_rng(SEARCH_SEED)
+    return sorted(int(i) for i in rng.choice(n_cands, size=n, replace=False))
+
+
+def choose_mapping(stats: TileStats, hw: HwConfig, compute_cycles: int = 0) -> Mapping:
+    """The mapping ``hw.mapping`` asks for on this layer: the fixed one, or the legal
+    candidate (the fixed one among them) of least objective. ``compute_cycles``: the
+    layer's compute cycles (for the cycles objective)."""
+    kind, num = hw.mapping.search_kind()
+    fixed = None
+    try:
+        fixed = fixed_mapping(stats, hw)
+    except SimulationError:
+        if kind == "fixed" or hw.mapping.glb_tile != "auto":
+            raise
+    if kind == "fixed":
+        return fixed
+    if kind == "random":
+        cands = candidates(stats, hw)
+        cands = [cands[i] for i in sample(len(cands), num)]
+    else:
+        cands = maximal_candidates(stats, hw)
+    if fixed is not None:
+        cands.append(fixed)
+    from accelsim.model.energy import load_energy_table, prices
+
+    p = prices(hw, load_energy_table(hw.energy))
+    legal: dict[tuple[int, int, int], bool] = {}  # legality does not depend on the order
+    best, best_key = None, None
+    for mp in cands:
+        if mp.tile not in legal:
+            legal[mp.tile] = violation(stats, mp) is None
+        if not legal[mp.tile]:
+            continue
+        value = objective_value(price_mapping(stats, mp), hw.mapping.objective, p,
+                                compute_cycles, hw)
+        key = (value,) + tie_key(mp, stats.dataflow)
+        if best_key is None or key < best_key:
+            best, best_key = mp, key
+    if best is None:  # no legal candidate: the fixed mapping's error
+        fixed_mapping(stats, hw)
+    return best
 
 
 # --------------------------------------------------------------------------- stats

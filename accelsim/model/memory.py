@@ -475,7 +475,8 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     # --- mapping at the GLB: DRAM traffic by the reuse rule (accelsim.model.mapping)
     stats = tile_stats(layer, az, wz, hw, rows=r, cols=c, a_bits=a_bits, a_mask=a_mask,
                        nm=nm, active=active, out_cap=out_cap)
-    mp = choose_mapping(stats, hw)
+    mp = choose_mapping(stats, hw, int(np.where(active[:, :, None, None], fold_cycles,
+                                                0).sum()))
     priced = price_mapping(stats, mp)
 
     # --- outputs in the consumer's format (accelsim.model.outwrite), split per frame in

@@ -95,19 +95,25 @@ class _Gemm:
 def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
          per_gemm: list[int] | None = None, state_glb: int = 0,
          out_write: tuple[list[int], list[int]] | None = None,
-         per_frame: int = 1, name: str = "gemm") -> dict[str, int]:
+         per_frame: int = 1, name: str = "gemm",
+         pinned: tuple[str, tuple[int, int, int]] | None = None,
+         cache: dict | None = None) -> dict[str, int]:
     """Simulate GEMMs one after another as one layer. A GEMM that is not active is
     skipped whole: its dense MACs count as skipped, nothing else. ``a_bits``: bits of an
     A element (a_bits + 1 under delta); ``per_gemm`` collects each GEMM's compute
     cycles; ``state_glb``: out-partition bytes taken by delta state; ``out_write``: per
     frame, the (data, metadata) bytes of the output in its consumer's format (None:
-    dense), frames being runs of ``per_frame`` GEMMs."""
+    dense), frames being runs of ``per_frame`` GEMMs. ``pinned``: the mapping to use
+    (the search's candidates); ``cache``: compute results per GEMM, kept between the
+    search's runs."""
     a_bits = hw.precision.a_bits if a_bits is None else a_bits
+    cache = {} if cache is None else cache
     total = dict.fromkeys(ALL_FIELDS, 0)
     total["delta_gemms_skipped"] = 0
     all_folds: list[dict[str, int]] = []
     frame_of: list[int] = []
-    mapping = choose_mapping(gemms, hw, a_bits, state_glb, name)
+    mapping = pinned if pinned is not None else _search(
+        gemms, hw, a_bits, state_glb, per_frame, name, cache)
     # W left in the GLB by frame 0 serves later frames when the W tile is all of W and
     # the weights of every group fit together (never swapped: no second buffer)
     order, (_, tn, tk) = mapping
@@ -134,8 +140,9 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
             if per_gemm is not None:
                 per_gemm.append(0)
             continue
-        counts, fold_cycles = _compute_gemm(g.a, g.w, hw, g.nm.kept if g.nm else None,
-                                            g.pad)
+        if idx not in cache:
+            cache[idx] = _compute_gemm(g.a, g.w, hw, g.nm.kept if g.nm else None, g.pad)
+        counts, fold_cycles = cache[idx]
         _add(total, counts)
         if per_gemm is not None:
             per_gemm.append(sum(fold_cycles.values()))
@@ -174,6 +181,87 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
         order, mapping[1]
     total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
     return total
+
+
+_ORDERS = ("mnk", "mkn", "nmk", "nkm", "kmn", "knm")
+_DRAM_IN = ("dram_a_read_bytes", "dram_a_read_meta_bytes", "dram_w_read_bytes",
+            "dram_w_read_meta_bytes", "dram_psum_read_bytes", "dram_psum_write_bytes")
+
+
+def _search(gemms: list[_Gemm], hw: HwConfig, a_bits: int, state_glb: int, per_frame: int,
+            name: str, cache: dict) -> tuple[str, tuple[int, int, int]]:
+    """``mapping.search``: the fixed mapping, or of the candidates (every loop order x
+    every tile size from the fold extent doubling up to the dim, plus the dim; a pinned
+    order or tile kept; ``random:N`` draws N of them, seed 0) and the fixed mapping, the
+    legal one of least objective, each priced by simulating the layer with it."""
+    kind, _, num = hw.mapping.search.partition(":")
+    cfg = hw.mapping
+    if kind == "fixed":
+        return choose_mapping(gemms, hw, a_bits, state_glb, name)
+    try:
+        fixed = choose_mapping(gemms, hw, a_bits, state_glb, name)
+    except SimulationError:
+        if cfg.glb_tile != "auto":
+            raise
+        fixed = None
+    flow = hw.dataflow
+    rows = hw.array.rows
+    cols = hw.array.cols * (hw.array.pe_simd.width if flow in ("os", "ws") else 1)
+    unit = {"os": {"m": rows, "n": cols, "k": 1}, "ws": {"m": 1, "n": cols, "k": rows},
+            "is": {"m": cols, "n": 1, "k": rows}}[flow]
+    g0 = gemms[0]
+    ext = {"m": g0.a.shape[0], "n": g0.w.shape[1], "k": g0.a.shape[1]}
+    sizes = []
+    for i, d in enumerate("mnk"):
+        if cfg.glb_tile != "auto":
+            v = cfg.glb_tile[i]
+            sizes.append([ext[d] if v == "full" else min(v, ext[d])])
+            continue
+        vals = []
+        v = unit[d]
+        while v < ext[d] and not (g0.nm is not None and d == "k"):
+            vals.append(v)
+            v *= 2
+        sizes.append(vals + [ext[d]])
+    orders = _ORDERS if cfg.loop_order == "auto" else (cfg.loop_order,)
+    cands = [(o, (tm, tn, tk)) for o in orders for tm in sizes[0] for tn in sizes[1]
+             for tk in sizes[2]]
+    if kind == "random" and int(num) < len(cands):
+        pick = np.random.default_rng(0).choice(len(cands), size=int(num), replace=False)
+        cands = [cands[i] for i in sorted(int(i) for i in pick)]
+    if fixed is not None:
+        cands.append(fixed)
+    from accelsim.model.energy import load_energy_table, prices
+
+    p = prices(hw, load_energy_table(hw.energy))
+    default = {"os": "mnk", "ws": "nmk", "is": "mnk"}[flow]
+    best = None
+    for order, tile in cands:
+        trial = hw.with_overrides({"mapping.loop_order": order,
+                                   "mapping.glb_tile": list(tile),
+                                   "mapping.search": "fixed"})
+        try:
+            choose_mapping(gemms, trial, a_bits, state_glb, name)
+        except SimulationError:
+            continue  # illegal
+        t = _run(gemms, trial, a_bits, None, state_glb, None, per_frame, name,
+                 pinned=(order, tile), cache=cache)
+        dram = sum(t[key] for key in _DRAM_IN)
+        energy = dram * p["dram"] \
+            + (t["dram_a_read_bytes"] + t["dram_a_read_meta_bytes"]) * p["glb_a_write"] \
+            + (t["dram_w_read_bytes"] + t["dram_w_read_meta_bytes"]) * p["glb_w_write"]
+        xfer = math.ceil(dram / hw.memory.dram.bandwidth_bytes_per_cycle)
+        cyc = t["compute_cycles"]
+        cycles = max(cyc, xfer) if hw.memory.glb.double_buffer else cyc + xfer
+        value = {"energy": energy, "cycles": float(cycles),
+                 "edp": energy * cycles}[cfg.objective]
+        key = (value, order != default, -(tile[0] * tile[1] * tile[2]),
+               (-tile[0], -tile[1], -tile[2]), _ORDERS.index(order))
+        if best is None or key < best[0]:
+            best = (key, (order, tile))
+    if best is None:
+        choose_mapping(gemms, hw, a_bits, state_glb, name)  # the fixed mapping's error
+    return best[1]
 
 
 MAP_KEYS = ("map_order", "map_tm", "map_tn", "map_tk")
