@@ -1,0 +1,94 @@
+"""mapping.search (docs/memory-model.md, "Searching"): engine == reference with the
+search on (the engine prices only maximal legal tiles, the reference every candidate,
+so agreement also checks the pruning); the searched mapping is legal and its objective
+is at most that of the fixed (greedy) mapping and of any legal candidate; with the
+energy objective DRAM traffic never grows when a buffer partition grows."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_mapping_property import _stats_of, same_mapping
+from test_memory_energy import layer_and_hw
+from test_memory_property import check_layer, hw_case, layer_of
+
+from accelsim import SimulationError
+from accelsim.model.energy import load_energy_table, prices
+from accelsim.model.engine import layer_masks, simulate_layer
+from accelsim.model.mapping import (
+    candidates,
+    choose_mapping,
+    fixed_mapping,
+    objective_value,
+    price_mapping,
+    violation,
+)
+from accelsim.model.memory import TRAFFIC_KEYS, resolve_formats
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+SEARCHES = st.sampled_from(["exhaustive", "random:3"])
+OBJECTIVES = st.sampled_from(["energy", "cycles", "edp"])
+SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=SLOW)
+@given(data=st.data())
+def test_searched_mapping_engine_matches_reference(data):
+    layer = data.draw(layer_of(), label="layer")
+    hw = data.draw(hw_case(), label="hw").with_overrides(
+        {"mapping.search": data.draw(SEARCHES, label="search"),
+         "mapping.objective": data.draw(OBJECTIVES, label="objective")})
+    check_layer(layer, hw)
+    same_mapping(layer, hw)
+
+
+def _value(stats, hw, mp, compute):
+    p = prices(hw, load_energy_table(hw.energy))
+    return objective_value(price_mapping(stats, mp), hw.mapping.objective, p, compute, hw)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=SLOW)
+@given(data=st.data())
+def test_searched_mapping_is_legal_and_no_worse(data):
+    layer = data.draw(layer_of(), label="layer")
+    hw = data.draw(hw_case(), label="hw").with_overrides(
+        {"mapping.search": "exhaustive",
+         "mapping.objective": data.draw(OBJECTIVES, label="objective")})
+    az, wz = layer_masks(layer)
+    try:
+        hw = resolve_formats(layer, hw, az.shape[-2], az.shape[-1], wz.shape[-1])
+    except SimulationError:
+        return
+    stats = _stats_of(layer, hw)
+    compute = data.draw(st.integers(0, 10_000), label="compute cycles")
+    try:
+        greedy = fixed_mapping(stats, hw)
+    except SimulationError:
+        return
+    best = choose_mapping(stats, hw, compute)
+    assert violation(stats, best) is None
+    v = _value(stats, hw, best, compute)
+    assert v <= _value(stats, hw, greedy, compute)
+    cands = candidates(stats, hw)
+    other = cands[data.draw(st.integers(0, len(cands) - 1), label="candidate")]
+    if violation(stats, other) is None:
+        assert v <= _value(stats, hw, other, compute)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=layer_and_hw(), grow=st.sampled_from(["a_kib", "w_kib", "out_kib"]))
+def test_searched_traffic_never_increases_when_a_buffer_grows(case, grow):
+    """With search on (objective energy), a 4x larger partition keeps every legal
+    mapping legal, so the searched one moves no more DRAM bytes."""
+    layer, hw = case
+    hw = hw.with_overrides({"mapping.search": "exhaustive", "mapping.objective": "energy"})
+    try:
+        small = simulate_layer(layer, hw).as_dict()
+    except SimulationError:
+        return
+    big = simulate_layer(layer, hw.with_overrides(
+        {f"memory.glb.{grow}": getattr(hw.memory.glb, grow) * 4})).as_dict()
+    dram = [k for k in TRAFFIC_KEYS if k.startswith("dram_")]
+    assert sum(big[k] for k in dram) <= sum(small[k] for k in dram)
