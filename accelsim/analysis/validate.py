@@ -227,6 +227,75 @@ def _cnvlutin_decoupled(traces: Path) -> Outcome:
                    f"brick-synchronised {brick:.3f}x, i.e. the bricks cost speed")
 
 
+CNV_WS_TRACE = "digits_cnn"
+
+
+def _cnvlutin_ws_total(traces: Path) -> Outcome:
+    """cnvlutin_ws_16x16 with mapping.search exhaustive over its dense twin (zero_policy
+    none, dense activations): the speedup in total cycles (stalls included) within 10% of
+    the speedup in compute cycles."""
+    trace = _trace(traces, CNV_WS_TRACE)
+    if trace is None:
+        return Outcome("-", None, f"trace {traces / CNV_WS_TRACE} not found")
+    from accelsim.analysis.report import simulate
+
+    on = {"mapping.search": "exhaustive"}
+    cnv = simulate(trace, _hw("cnvlutin_ws_16x16", on))
+    dense = simulate(trace, _hw("cnvlutin_ws_16x16", {**on, "zero_policy": "none",
+                                                      "formats.a.kind": "dense"}))
+    comp = int(dense.compute_cycles.sum()) / int(cnv.compute_cycles.sum())
+    total = int(dense.cycles.sum()) / int(cnv.cycles.sum())
+    stall = int(cnv.stall_cycles.sum()) / int(cnv.cycles.sum())
+    return Outcome(f"{total:.3f}x total / {comp:.3f}x compute", abs(total / comp - 1) <= 0.1,
+                   f"{CNV_WS_TRACE}, all layers, search exhaustive (objective energy); "
+                   f"{stall:.1%} of cnvlutin_ws_16x16's cycles are stalls")
+
+
+PSUM_KIB = range(64, 513)
+
+
+@functools.lru_cache(maxsize=2)
+def psum_sweep(traces: Path) -> dict[int, int] | str:
+    """DRAM bytes that the searched mapping moves (A, W, partial sums; the output writes
+    do not depend on the mapping) on digits_cnn conv2 with cnvlutin_ws_16x16 and
+    mapping.search exhaustive, for memory.glb.out_kib 64..512 one KiB at a time (one set
+    of tile statistics, repriced per size)."""
+    trace = _trace(traces, CNV_WS_TRACE)
+    if trace is None:
+        return f"trace {traces / CNV_WS_TRACE} not found"
+    from accelsim.model.dataflow import make_plan
+    from accelsim.model.engine import layer_masks
+    from accelsim.model.mapping import choose_mapping, price_mapping, tile_stats
+    from accelsim.model.memory import a_operand_bits, resolve_formats
+
+    layer = next(la for la in trace.layers if la.name == "conv2")
+    hw = _hw("cnvlutin_ws_16x16", {"mapping.search": "exhaustive"})
+    az, wz = layer_masks(layer)
+    hw = resolve_formats(layer, hw, az.shape[-2], az.shape[-1], wz.shape[-1])
+    plan = make_plan(hw)
+    stats = tile_stats(layer, az, wz, hw, rows=plan.rows, cols=plan.cols,
+                       a_bits=a_operand_bits(layer, hw), a_mask=None, nm=None,
+                       active=np.ones(az.shape[:2], bool), out_cap=0)
+    out = {}
+    for kib in PSUM_KIB:
+        stats.caps["out"] = kib * 1024
+        mp = choose_mapping(stats, hw.with_overrides({"memory.glb.out_kib": kib}))
+        out[kib] = price_mapping(stats, mp)["dram_bytes"]
+    return out
+
+
+def _psum_cliff(traces: Path) -> Outcome:
+    got = psum_sweep(traces)
+    if isinstance(got, str):
+        return Outcome("-", None, got)
+    v = np.array([got[k] for k in PSUM_KIB], np.float64)
+    jump = float(np.max(np.abs(np.diff(v)) / np.minimum(v[1:], v[:-1])))
+    return Outcome(f"{jump:.2%} largest step", jump <= 0.1,
+                   f"digits_cnn conv2, cnvlutin_ws_16x16, search exhaustive: mapping DRAM "
+                   f"bytes {int(v.min())}-{int(v.max())} over out_kib 64-512 "
+                   f"({got[399]} at 399, {got[400]} at 400 KiB)")
+
+
 SPARTEN_TRACE = "digits_cnn_pruned"
 SPARTEN_LAYERS = ("conv1", "conv2", "conv3")
 #: SparTen's average speedup over a dense array with greedy balancing (its abstract)
@@ -371,6 +440,14 @@ CHECKS: tuple[Check, ...] = (
           "same paper: lanes wait for the brick with the most nonzeros; without that "
           "barrier the speedup must be higher",
           "> brick speedup", "strictly higher", _cnvlutin_decoupled),
+    Check("cnvlutin_ws_total_speedup",
+          "issue 10: a Cnvlutin-like config keeps its compute speedup in total cycles "
+          "with the mapper on (the memory model must not erase it)",
+          "total / compute speedup = 1", "within 10%", _cnvlutin_ws_total),
+    Check("psum_cliff_gone",
+          "issue 10: 13.1 MB of partial sums at out_kib 399, none at 400 (a 5.3x energy "
+          "jump for one KiB); DRAM traffic must be continuous in the buffer size",
+          "no step over 10%", "each 1 KiB step <= 10%", _psum_cliff),
     Check("sparten_greedy_balancing",
           "Gondimalla et al., SparTen, MICRO 2019, abstract: greedy "
           "balancing (GB-S whole filters, GB-H finer grain) removes load imbalance; "
@@ -420,7 +497,8 @@ def validate(traces: str | Path | None = None,
                               + (f" (did you mean {hint[0]!r}?)" if hint else
                                  f"; the checks are {', '.join(sorted(known))}"))
         chosen = [c for c in CHECKS if c.name in names]
-    _cnvlutin_speedups.cache_clear()  # a run simulates afresh (the traces may have changed)
+    _cnvlutin_speedups.cache_clear()
+    psum_sweep.cache_clear()  # a run simulates afresh (the traces may have changed)
     rows = []
     for c in chosen:
         out = c.run(root)
