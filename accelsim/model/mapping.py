@@ -432,11 +432,16 @@ def maximal_candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
 
     top = []
     sm = sizes[0]
-    for tn in sizes[1]:
-        for tk in sizes[2]:
-            for tm in reversed(sm):  # large tiles are few and cheap to size
-                if legal((tm, tn, tk)):
-                    top.append((tm, tn, tk))
+    found: dict[tuple[int, int], int] = {}  # (n, k size index) -> largest legal Tm index
+    for j in reversed(range(len(sizes[1]))):
+        for i in reversed(range(len(sizes[2]))):
+            # a tile inside a legal one is legal: Tm below the bound is dominated
+            bound = max(found.get((j + 1, i), -1), found.get((j, i + 1), -1))
+            found[(j, i)] = bound
+            for x in reversed(range(bound + 1, len(sm))):  # large tiles size cheaply
+                if legal((sm[x], sizes[1][j], sizes[2][i])):
+                    found[(j, i)] = x
+                    top.append((sm[x], sizes[1][j], sizes[2][i]))
                     break
     maximal = [t for t in top if not any(u != t and all(a >= b for a, b in zip(u, t, strict=True))
                                          for u in top)]
