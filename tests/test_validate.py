@@ -29,7 +29,8 @@ def test_the_issue_checks_are_all_there(table):
     assert {"scalesim_dense_cycles", "nm_2to4_dense_acts_os", "nm_2to4_dense_acts_ws",
             "cnvlutin_brick_speedup", "cnvlutin_decoupled_overshoots",
             "sparten_greedy_balancing", "delta_linear_mac_reduction",
-            "edgedrnn_weight_traffic", "cnvlutin_ws_total_speedup", "psum_cliff_gone"} <= names
+            "edgedrnn_weight_traffic", "cnvlutin_ws_total_speedup", "psum_cliff_gone",
+            "timeloop_dram_accesses"} <= names
     assert sum(n.startswith("lockstep_os_skip_a_") for n in names) >= 2
     assert (table.source.str.len() > 20).all() and (table.source_value != "").all()
 

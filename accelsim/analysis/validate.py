@@ -251,6 +251,54 @@ def _cnvlutin_ws_total(traces: Path) -> Outcome:
                    f"{stall:.1%} of cnvlutin_ws_16x16's cycles are stalls")
 
 
+#: Timeloop's DRAM accesses (16-bit words) for timeloop-accelergy-exercises,
+#: workspace/baseline_designs/example_designs/simple_weight_stationary/ref_outputs/
+#: default_problem/timeloop-mapper.stats.txt: conv C=3 -> M=32, R=S=3, P=Q=112, stride 2,
+#: pad 1, 224x224 input, N=1 (Level 7 DRAM: Weights reads 864, Inputs reads 156,600 with
+#: an Inputs partition of 151,875 = 3 x 225 x 225, Outputs updates 401,408, no reads)
+TIMELOOP_DRAM = {"weights": 864, "inputs_partition": 151_875, "inputs_read": 156_600,
+                 "outputs": 401_408}
+
+
+def timeloop_counts() -> dict[str, int]:
+    """DRAM accesses (16-bit words) of the Timeloop layer above on a dense 16x16 ws array
+    with 16-bit dense operands and the mapping pinned to ``mnk [1568, full, full]``:
+    eight GLB tiles of 14 output rows each (every channel, all of C x R x S), the M loop
+    outermost, as Timeloop's DRAM-level ``for Q in [0:8)``."""
+    from accelsim.io import trace as tr
+    from accelsim.model.engine import simulate_layer
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 100, size=(1, 3, 224, 224)).astype(np.int16)
+    w = rng.integers(1, 100, size=(32, 3, 3, 3)).astype(np.int16)
+    layer = tr.conv2d("timeloop_sws", x, w, stride=2, padding=1)
+    hw = _hw("dense_os_32x32", {
+        "dataflow": "ws", "array.rows": 16, "array.cols": 16, "precision.a_bits": 16,
+        "precision.w_bits": 16, "zero_policy": "none", "formats.a.kind": "dense",
+        "formats.w.kind": "dense", "memory.glb.a_kib": 128, "memory.glb.w_kib": 16,
+        "memory.glb.out_kib": 128, "mapping.loop_order": "mnk",
+        "mapping.glb_tile": [1568, "full", "full"]})
+    c = simulate_layer(layer, hw).mem.counts
+    return {"weights": c["dram_w_read_bytes"] // 2, "inputs": c["dram_a_read_bytes"] // 2,
+            "outputs": c["dram_out_write_bytes"] // 2,
+            "psum": (c["dram_psum_read_bytes"] + c["dram_psum_write_bytes"]) // 2}
+
+
+def _timeloop(_: Path) -> Outcome:
+    got = timeloop_counts()
+    t = TIMELOOP_DRAM
+    real = 3 * 224 * 224  # the input elements, padding excluded
+    ok = (got["weights"] == t["weights"] and got["outputs"] == t["outputs"]
+          and got["psum"] == 0 and got["inputs"] == real)
+    return Outcome(f"W {got['weights']} / I {got['inputs']} / O {got['outputs']}", ok,
+                   f"Timeloop W {t['weights']} / O {t['outputs']} equal; inputs: Timeloop's "
+                   f"partition {t['inputs_partition']} counts the one padding row and "
+                   f"column the windows reach (3 x 225 x 225), accelsim fetches the "
+                   f"{real} real elements once (Timeloop's own mapping, Q 8 x P 2 tiles, "
+                   f"re-fetches halos: {t['inputs_read']}; not expressible as contiguous M "
+                   f"tiles)")
+
+
 PSUM_KIB = range(64, 513)
 
 
@@ -440,6 +488,12 @@ CHECKS: tuple[Check, ...] = (
           "same paper: lanes wait for the brick with the most nonzeros; without that "
           "barrier the speedup must be higher",
           "> brick speedup", "strictly higher", _cnvlutin_decoupled),
+    Check("timeloop_dram_accesses",
+          "Timeloop, timeloop-accelergy-exercises simple_weight_stationary "
+          "ref_outputs/default_problem (conv 3->32, 3x3, stride 2, 224x224): DRAM "
+          "Weights 864, Outputs 401,408 accesses",
+          "W 864 / O 401,408", "exact (16-bit words); inputs = the real elements",
+          _timeloop),
     Check("cnvlutin_ws_total_speedup",
           "issue 10: a Cnvlutin-like config keeps its compute speedup in total cycles "
           "with the mapper on (the memory model must not erase it)",
