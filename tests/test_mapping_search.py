@@ -120,3 +120,61 @@ def test_dram_accesses_equal_timeloop_simple_weight_stationary():
     assert got["psum"] == 0
     assert got["inputs"] == 3 * 224 * 224
     assert TIMELOOP_DRAM["inputs_partition"] - got["inputs"] == 3 * (225 + 224)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=SLOW)
+@given(data=st.data())
+def test_shared_glb_engine_matches_reference(data):
+    """memory.glb.shared: one pool of a_kib + w_kib + out_kib; engine == reference with
+    the fixed (greedy) mapping and with the search."""
+    layer = data.draw(layer_of(), label="layer")
+    hw = data.draw(hw_case(), label="hw").with_overrides(
+        {"memory.glb.shared": True,
+         "mapping.search": data.draw(st.sampled_from(["fixed", "exhaustive"]),
+                                     label="search")})
+    check_layer(layer, hw)
+    same_mapping(layer, hw)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=SLOW)
+@given(case=layer_and_hw())
+def test_shared_glb_never_moves_more_than_partitions(case):
+    """The pool holds any split that the three partitions allow, so with the search on
+    (objective energy) a shared GLB of the same total moves no more DRAM bytes."""
+    layer, hw = case
+    hw = hw.with_overrides({"mapping.search": "exhaustive", "mapping.objective": "energy"})
+    try:
+        split = simulate_layer(layer, hw).as_dict()
+    except SimulationError:
+        return
+    pool = simulate_layer(layer, hw.with_overrides({"memory.glb.shared": True})).as_dict()
+    dram = [k for k in TRAFFIC_KEYS if k.startswith("dram_")]
+    assert sum(pool[k] for k in dram) <= sum(split[k] for k in dram)
+
+
+def test_shared_glb_fits_what_partitions_refuse():
+    """A layer whose A tile is too big for a_kib but fits the pool: split, the greedy
+    tile must shrink; shared, the whole GEMM is one tile and the error names the pool
+    when even that fails."""
+    import numpy as np
+
+    from accelsim.io import trace as tr
+    from accelsim.io.hwconfig import load_hwconfig
+
+    rng = np.random.default_rng(1)
+    layer = tr.linear("fc", rng.integers(1, 9, (64, 256)).astype(np.int8),
+                      rng.integers(1, 9, (16, 256)).astype(np.int8))
+    base = {"dataflow": "os", "array.rows": 4, "array.cols": 4, "formats.a.kind": "dense",
+            "formats.w.kind": "dense", "memory.glb.a_kib": 8, "memory.glb.w_kib": 8,
+            "memory.glb.out_kib": 8}
+    hw = load_hwconfig("dense_os_32x32", base)
+    split = simulate_layer(layer, hw).mem.mapping
+    shared = simulate_layer(layer, hw.with_overrides({"memory.glb.shared": True})).mem.mapping
+    assert split[1:] != (64, 16, 256)  # A is 16 KiB: more than a_kib = 8
+    assert shared[1:] == (64, 16, 256)  # 16 + 4 KiB of 24 KiB
+    small = hw.with_overrides({"memory.glb.shared": True, "memory.glb.a_kib": 1,
+                               "memory.glb.w_kib": 1, "memory.glb.out_kib": 1,
+                               "mapping.glb_tile": ["full", "full", "full"]})
+    with pytest.raises(SimulationError, match="shared GLB") as err:
+        simulate_layer(layer, small)
+    assert "\n" not in str(err.value)

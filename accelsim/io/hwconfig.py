@@ -120,6 +120,9 @@ class GlbConfig:
                                            doc="GLB <-> array bytes per cycle; .inf = "
                                                "unlimited")
     double_buffer: bool = opt(True, doc="overlap the next fold's transfers with compute")
+    shared: bool = opt(False, doc="one pool of a_kib + w_kib + out_kib, split per layer by "
+                                  "the mapping (the A, W and partial-sum tiles together "
+                                  "must fit); false: three partitions")
 
 
 @dataclass(frozen=True)

@@ -204,14 +204,16 @@ def prices(hw: HwConfig, table: EnergyTable) -> dict[str, float]:
     rf = hw.memory.rf
     for op, size in (("a", rf.a_bytes), ("w", rf.w_bytes), ("out", rf.out_bytes)):
         p[f"rf_{op}"] = table.rf_pj_per_byte(size)
+    pool = glb.a_kib + glb.w_kib + glb.out_kib  # a shared GLB is one array of this size
     for op, kib in (("a", glb.a_kib), ("w", glb.w_kib), ("out", glb.out_kib)):
-        e = table.sram_pj_per_byte(kib)
+        e = table.sram_pj_per_byte(pool if glb.shared else kib)
         p[f"glb_{op}_read"], p[f"glb_{op}_write"] = e, e * wf
     p["dram"] = table.dram_pj_per_bit[dt] * 8
     # on-chip delta state: the state buffer of state_kib (state: auto), or the GLB's out
     # partition that it shares (state: glb)
     d = hw.delta
-    e = table.sram_pj_per_byte(glb.out_kib if d.state == "glb" else d.state_kib)
+    e = table.sram_pj_per_byte((pool if glb.shared else glb.out_kib) if d.state == "glb"
+                               else d.state_kib)
     p["state_sram_read"], p["state_sram_write"] = e, e * wf
     p["a_bits"] = float(hw.precision.a_bits)
     p["nm_mux"] = table.nm_mux_pj

@@ -64,6 +64,7 @@ class TileStats:
     npf: int
     active: np.ndarray  # [F, P]
     w_layer_scope: bool  # weights may stay across frames (not matmul, frames > 1)
+    pool: int | None = None  # shared GLB: bytes of the one pool (None: partitions)
     windows: ConvWindows | None = None  # convolutions: the A tiles' input windows
     _a: object = None  # callable (Tm, Tk) -> (data, meta) [F, P, tm, tk]
     _w: object = None  # callable (Tn, Tk) -> (data, meta) [Fw|1, P|1, tn, tk]
@@ -155,8 +156,15 @@ def needs(stats: TileStats, mp: Mapping) -> dict[str, int]:
 
 
 def violation(stats: TileStats, mp: Mapping) -> tuple[str, int] | None:
-    """The first operand (a, w, out) whose need exceeds its partition, with the need."""
+    """The first operand (a, w, out) whose need exceeds its partition, with the need;
+    with a shared GLB, when the needs together exceed the pool, the operand of the
+    largest need (the first of a, w, out on ties)."""
     need = needs(stats, mp)
+    if stats.pool is not None:
+        if sum(need.values()) <= stats.pool:
+            return None
+        op = max(("a", "w", "out"), key=lambda o: (need[o], -"a w out".split().index(o)))
+        return op, need[op]
     for op in ("a", "w", "out"):
         if need[op] > stats.caps[op]:
             return op, need[op]
@@ -168,6 +176,14 @@ def illegal_message(stats: TileStats, mp: Mapping, op: str, need: int,
     glb = hw.memory.glb
     kib = getattr(glb, _KEY[op])
     mult = op_mult(stats, trips(stats, mp), op) if op != "out" else 1
+    if stats.pool is not None:
+        need = needs(stats, mp)
+        return (f"layer {stats.layer!r}: {stats.hw_name}: mapping {mp.order} "
+                f"[{mp.tile[0]}, {mp.tile[1]}, {mp.tile[2]}]: the A, W and partial-sum "
+                f"tiles need {need['a']} + {need['w']} + {need['out']} bytes (doubled where "
+                f"swapped), more than the shared GLB (memory.glb.shared: a_kib + w_kib + "
+                f"out_kib = {glb.a_kib + glb.w_kib + glb.out_kib:g} KiB, {stats.pool} "
+                f"bytes available)")
     twice = " (x2, double buffering)" if mult == 2 else ""
     size = need // mult
     return (f"layer {stats.layer!r}: {stats.hw_name}: mapping {mp.order} "
@@ -205,7 +221,7 @@ def price_mapping(stats: TileStats, mp: Mapping) -> dict[str, int]:
     need = needs(stats, mp)
     for op in ("a", "w", "out"):
         out[f"need_{op}_bytes"] = need[op]
-    out["legal"] = int(all(need[op] <= stats.caps[op] for op in need))
+    out["legal"] = int(violation(stats, mp) is None)
     return out
 
 
@@ -220,6 +236,9 @@ def w_resident_layer(stats: TileStats, mp: Mapping) -> bool:
         return False
     wd, wm = stats.w_tiles(mp.t("n"), mp.t("k"))
     one = np.broadcast_to((wd + wm)[:1].sum(axis=(2, 3)), (1, stats.npf))
+    if stats.pool is not None:  # beside the A and partial-sum tiles
+        need = needs(stats, mp)
+        return int(one.sum()) + need["a"] + need["out"] <= stats.pool
     return int(one.sum()) <= stats.caps["w"]
 
 
@@ -415,8 +434,9 @@ def maximal_candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
     then the dim) never moves fewer DRAM bytes under the same order (no more trips, no
     more reuse factor, no more partial-sum passes, no more convolution halo), so the
     others cannot win; legality is monotone the same way, so along Tm the largest legal
-    size is found walking down from the dim. The reference model prices every
-    candidate."""
+    size is found walking down from the dim. (Bytes are rounded up per tile, and csr /
+    coo pay per fiber of a tile, so smaller tiles only add; RLE is not monotone and is
+    searched without pruning.) The reference model prices every candidate."""
     from accelsim.io.hwconfig import LOOP_ORDERS
 
     cfg = hw.mapping
@@ -503,6 +523,10 @@ def choose_mapping(stats: TileStats, hw: HwConfig, compute_cycles: int = 0) -> M
     if kind == "random":
         cands = candidates(stats, hw)
         cands = [cands[i] for i in sample(len(cands), num)]
+    elif "rle" in (hw.formats.a.kind, hw.formats.w.kind):
+        # RLE sizes are not monotone in the tile (a run split at a tile edge can need
+        # fewer overflow entries than the whole run): no pruning
+        cands = candidates(stats, hw)
     else:
         cands = maximal_candidates(stats, hw)
     if fixed is not None:
@@ -715,7 +739,8 @@ def tile_stats(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *, ro
         mult=2 if glb.double_buffer else 1, out_bits=hw.precision.out_bits, nf=nf,
         npf=npf, active=np.asarray(active, bool),
         w_layer_scope=layer.kind != "matmul" and nf > 1, windows=windows, _a=a_fn,
-        _w=w_fn)
+        _w=w_fn, pool=(int(glb.a_kib * 1024) + int(glb.w_kib * 1024) + int(out_cap))
+        if glb.shared else None)
 
 
 # --------------------------------------------------------------------------- visit order

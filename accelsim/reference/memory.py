@@ -213,6 +213,12 @@ def choose_mapping(gemms: list[Any], hw: HwConfig, a_bits: int, state_glb: int,
 
     def first_bad(tile):
         need = _layer_needs(gemms, hw, tile, a_bits)
+        if glb.shared:  # one pool: the largest need gives way first (a, w, out on ties)
+            if need["a"] + need["w"] + need["out"] <= caps["a"] + caps["w"] + caps["out"]:
+                return None
+            big = max(need.values())
+            op = next(o for o in ("a", "w", "out") if need[o] == big)
+            return op, need[op]
         for op in ("a", "w", "out"):
             if need[op] > caps[op]:
                 return op, need[op]

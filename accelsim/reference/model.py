@@ -59,6 +59,7 @@ from accelsim.reference.fields import (
 from accelsim.reference.gemv import run_gemv, uses_gemv
 from accelsim.reference.memory import (
     _charge_outputs,
+    _layer_needs,
     _memory_gemm,
     _tile_bytes,
     _timeline,
@@ -125,7 +126,13 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
             wk = _compressed_w(g.w, g.nm.kept) if g.nm is not None else g.w
             data, meta = _w_bytes(wk, hw, g.nm)
             need += data + meta
-    keep_w = whole and need <= hw.memory.glb.w_kib * 1024
+    glb = hw.memory.glb
+    if glb.shared:  # the whole W beside the A and partial-sum tiles in the one pool
+        held = _layer_needs(gemms, hw, mapping[1], a_bits)
+        pool = glb.a_kib * 1024 + glb.w_kib * 1024 + glb.out_kib * 1024 - state_glb
+        keep_w = whole and need + held["a"] + held["out"] <= pool
+    else:
+        keep_w = whole and need <= glb.w_kib * 1024
     for idx, g in enumerate(gemms):
         if not g.active:
             dense = g.a.shape[0] * g.a.shape[1] * g.w.shape[1]
