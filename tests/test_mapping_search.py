@@ -189,3 +189,32 @@ def test_shared_glb_fits_what_partitions_refuse():
     with pytest.raises(SimulationError, match="shared GLB") as err:
         simulate_layer(layer, small)
     assert "\n" not in str(err.value)
+
+
+def test_search_config_round_trip_hash_and_errors():
+    """search / objective / shared load, show and reload; they are part of the config
+    hash (they change results); bad values are one-line ConfigErrors naming the key."""
+    import yaml
+
+    from accelsim import ConfigError, load_hwconfig
+    from accelsim.io.hwconfig import hwconfig_to_yaml
+
+    base = load_hwconfig("cnvlutin_ws_16x16")
+    assert (base.mapping.search, base.mapping.objective, base.memory.glb.shared) == \
+        ("fixed", "energy", False)
+    hashes = {base.config_hash()}
+    for over in ({"mapping.search": "exhaustive"}, {"mapping.search": "random:7"},
+                 {"mapping.objective": "edp"}, {"memory.glb.shared": True}):
+        hw = load_hwconfig("cnvlutin_ws_16x16", over)
+        again = load_hwconfig(yaml.safe_load(hwconfig_to_yaml(hw)))
+        assert again == hw and again.config_hash() == hw.config_hash()
+        hashes.add(hw.config_hash())
+    assert len(hashes) == 5
+    for key, value, msg in (("mapping.search", "random:0", r"mapping\.search: expected"),
+                            ("mapping.search", "random", r"mapping\.search: expected"),
+                            ("mapping.search", "greedy", r"mapping\.search: expected"),
+                            ("mapping.objective", "area", r"mapping\.objective: expected"),
+                            ("memory.glb.shared", "yes", r"memory\.glb\.shared")):
+        with pytest.raises(ConfigError, match=msg) as err:
+            load_hwconfig("cnvlutin_ws_16x16", {key: value})
+        assert "\n" not in str(err.value)
