@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_memory_property import layer_of
+from test_memory_property import make_hw as mem_hw
 
-from accelsim import load_hwconfig
+from accelsim import SimulationError, load_hwconfig
 from accelsim.reference.memory import _timeline
 
 memory = pytest.importorskip("accelsim.model.memory")
+engine = pytest.importorskip("accelsim.model.engine")
 
 INF = math.inf
 BANDWIDTHS = (0.5, 1.0, 3.0, 7.5, 64.0, INF)
@@ -175,3 +178,35 @@ def test_more_bandwidth_never_more_cycles(folds, dram, glb, db, which, faster):
 @given(folds=sequences(), dram=bandwidth, glb=bandwidth)
 def test_double_buffering_never_more_cycles(folds, dram, glb):
     assert both(folds, make_hw(dram, glb, True)) <= both(folds, make_hw(dram, glb, False))
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(layer=layer_of(), flow=st.sampled_from(("os", "ws", "is")),
+       dram=st.sampled_from((0.5, 2.0, 8.0)), glb=st.sampled_from((1.0, 8.0, INF)),
+       kib=st.sampled_from((64 / 1024, 256 / 1024, 64.0)))
+def test_layer_cycles_follow_bandwidth_and_buffering(layer, flow, dram, glb, kib):
+    """Whole layers on the engine, on one pinned GLB mapping (small partitions: many
+    tiles): more DRAM or GLB bandwidth never adds cycles, dropping double buffering
+    never removes any, unlimited bandwidth leaves compute alone."""
+    hw = mem_hw(2, 2, 1, flow, dram_bw=dram, glb_bw=glb, a_kib=kib, w_kib=kib, out_kib=kib)
+    try:
+        st_ = engine.simulate_layer(layer, hw)
+    except SimulationError:  # no legal GLB tile in these partitions
+        return
+    base = st_.as_dict()
+    order, tm, tn, tk = st_.mem.mapping
+    pin = {"mapping.loop_order": order, "mapping.glb_tile": [tm, tn, tk]}
+
+    def cycles(**over):
+        return engine.simulate_layer(layer, hw.with_overrides({**pin, **over})).cycles
+
+    assert base["cycles"] == cycles()
+    assert cycles(**{"memory.dram.bandwidth_bytes_per_cycle": dram * 4}) <= base["cycles"]
+    assert cycles(**{"memory.glb.bandwidth_bytes_per_cycle": INF}) <= base["cycles"]
+    assert cycles(**{"memory.glb.double_buffer": False}) >= base["cycles"]
+    assert cycles(**{"memory.dram.bandwidth_bytes_per_cycle": INF,
+                     "memory.glb.bandwidth_bytes_per_cycle": INF}) == base["compute_cycles"]
