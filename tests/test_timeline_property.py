@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_memory_property import layer_of
+from test_memory_property import check_gemm, layer_of
 from test_memory_property import make_hw as mem_hw
 
-from accelsim import SimulationError, load_hwconfig
+from accelsim import SimulationError, load_hwconfig, reference
 from accelsim.reference.memory import _timeline
 
 memory = pytest.importorskip("accelsim.model.memory")
@@ -181,6 +181,27 @@ def test_double_buffering_never_more_cycles(folds, dram, glb):
 
 
 # --------------------------------------------------------------------------- layers
+
+
+def test_two_glb_tiles_of_a_gemm():
+    """os on 2x2, A 4x2 and W 2x2 all ones, dense int8, DRAM 1 B/cycle, GLB unlimited,
+    GLB tile pinned to (2, 2, 2) in order mnk: two M tiles of one fold each. Tile 0
+    fetches its A tile and W (4 + 4 bytes), tile 1 only its A tile (W is held); each fold
+    computes 4 cycles and writes 4 output bytes to DRAM.
+
+    Double buffered: fetch 0 0-8, fetch 1 8-12; fold 0 8-12, its write 12-16; fold 1
+    12-16 (its data landed at 12), its write 16-20: 20 cycles. Without: fetch 0 0-8,
+    fold 0 8-12, its write 12-16, fetch 1 (issued at 12, behind the write) 16-20, fold 1
+    20-24, its write 24-28: 28 cycles."""
+    a, w = np.ones((4, 2), np.int8), np.ones((2, 2), np.int8)
+    pin = {"mapping.loop_order": "mnk", "mapping.glb_tile": [2, 2, 2]}
+    for db, cycles in ((True, 20), (False, 28)):
+        hw = mem_hw(2, 2, 1, "os", dram_bw=1.0, db=db, timing="scalesim").with_overrides(pin)
+        res = reference.simulate_gemm(a, w, hw)
+        assert (res["compute_cycles"], res["dram_a_read_bytes"], res["dram_w_read_bytes"],
+                res["dram_out_write_bytes"]) == (8, 8, 4, 8)
+        assert res["cycles"] == cycles
+        check_gemm(a, w, hw)
 
 
 @settings(max_examples=25, deadline=None,
