@@ -601,35 +601,33 @@ def visit_order(stats: TileStats, mp: Mapping) -> Visit:
     span = stats.extent[temporal]
     bpt = {d: (-(-mp.t(d) // stats.unit[d]) if mp.t(d) < stats.extent[d]
                else stats.nblocks[d]) for d in (od, idim)}
-    outer, inner, t0, t1 = [], [], [], []
-    tiles, first, last = [], [], []
-    ranges = [range(t[d]) for d in mp.order]
-    pos = 0
-    for combo in itertools.product(*ranges):
-        idx = dict(zip(mp.order, combo, strict=True))
-        o0 = idx[od] * bpt[od]
-        o = np.arange(o0, min(stats.nblocks[od], o0 + bpt[od]))
-        i0 = idx[idim] * bpt[idim]
-        i = np.arange(i0, min(stats.nblocks[idim], i0 + bpt[idim]))
-        cnt = o.size * i.size
-        outer.append(np.repeat(o, i.size))
-        inner.append(np.tile(i, o.size))
-        c = idx[temporal]
-        lo, hi = c * mp.t(temporal), min(span, (c + 1) * mp.t(temporal))
-        t0.append(np.full(cnt, lo, np.int64))
-        t1.append(np.full(cnt, hi, np.int64))
-        tiles.append([idx["m"], idx["n"], idx["k"]])
-        first.append(pos)
-        last.append(pos + cnt - 1)
-        pos += cnt
-    tile_idx = np.array(tiles, np.int64).reshape(-1, 3)
+    # every GLB tile in loop order (itertools.product's order: the last loop fastest),
+    # then its folds' blocks, outer-major, vectorised over the tiles
+    shape = tuple(t[d] for d in mp.order)
+    combos = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T  # [T, 3]
+    col = {d: mp.order.index(d) for d in mp.order}
+    tile_idx = np.ascontiguousarray(combos[:, [col["m"], col["n"], col["k"]]])
+    o0 = combos[:, col[od]] * bpt[od]
+    no_ = np.minimum(stats.nblocks[od], o0 + bpt[od]) - o0
+    i0 = combos[:, col[idim]] * bpt[idim]
+    ni_ = np.minimum(stats.nblocks[idim], i0 + bpt[idim]) - i0
+    cnt = no_ * ni_
+    start = np.concatenate([np.zeros(1, np.int64), np.cumsum(cnt)[:-1]])
+    owner = np.repeat(np.arange(cnt.size), cnt)
+    local = np.arange(int(cnt.sum()), dtype=np.int64) - start[owner]
+    c = combos[:, col[temporal]]
+    lo = c * mp.t(temporal)
+    hi = np.minimum(span, (c + 1) * mp.t(temporal))
+    first, last = start, start + cnt - 1
+    sub_outer = o0[owner] + local // ni_[owner]
+    sub_inner = i0[owner] + local % ni_[owner]
+    sub_t0, sub_t1 = lo[owner], hi[owner]
 
     ps = psum_to_dram(mp.order, t)
     kcol = tile_idx[:, 2]
     return Visit(
-        outer=np.concatenate(outer), inner=np.concatenate(inner),
-        t0=np.concatenate(t0), t1=np.concatenate(t1), span=span, tile_idx=tile_idx,
-        first=np.array(first, np.int64), last=np.array(last, np.int64),
+        outer=sub_outer, inner=sub_inner, t0=sub_t0, t1=sub_t1, span=span,
+        tile_idx=tile_idx, first=first, last=last,
         fetch_a=_changed(tile_idx, "mk"), fetch_w=_changed(tile_idx, "nk"),
         psum_read=(kcol > 0) & ps, psum_write=(kcol < t["k"] - 1) & ps)
 
