@@ -452,31 +452,50 @@ class ConvWindows:
 
     def touched(self, m0: int, m1: int, k0: int, k1: int) -> np.ndarray:
         """Boolean mask over a group's input: the elements im2col rows m0:m1, columns
-        k0:k1 read."""
+        k0:k1 read. Rows are output positions (batch, *out) row-major and columns
+        (channel, *kernel offset): a channel's touched positions are the union, over its
+        kernel offsets in the column range, of the selected outputs shifted to the input
+        (strided slices), so the cost is offsets x outputs, not the im2col block."""
         key = (m0, m1, k0, k1)
         if key in self._touched:
             return self._touched[key]
-        lay, sp = self.layer, self.sp
-        psp = math.prod(sp)
-        sstride = [math.prod(sp[i + 1:]) for i in range(len(sp))]
-        kk = np.arange(k0, k1)
-        kc = np.unravel_index(kk, (self.cg,) + self.ks)
-        out = np.zeros(self.xg.shape[2], bool)
-        step = max(1, (1 << 22) // max(1, kk.size))
-        for r0 in range(m0, m1, step):
-            rr = np.arange(r0, min(m1, r0 + step))
-            mo = np.unravel_index(rr, (self.nb,) + self.outs)
-            flat = mo[0][:, None] * (self.cg * psp) + kc[0][None, :] * psp
-            ok = np.ones((rr.size, kk.size), bool)
-            for i in range(len(sp)):
-                pos = (mo[i + 1][:, None] * lay.stride[i] - lay.padding[i]
-                       + kc[i + 1][None, :] * lay.dilation[i])
-                ok &= (pos >= 0) & (pos < sp[i])
-                flat = flat + pos * sstride[i]
-            out[flat[ok]] = True
+        out = np.zeros((self.nb, self.cg) + self.sp, bool)
+        if m1 > m0 and k1 > k0:
+            sel = np.zeros(self.nb * math.prod(self.outs), bool)
+            sel[m0:m1] = True
+            sel = sel.reshape((self.nb,) + self.outs)
+            kper = math.prod(self.ks)
+            c0, c1 = k0 // kper, (k1 - 1) // kper
+            out[:, c0] = self._spatial(sel, k0 - c0 * kper, min(k1 - c0 * kper, kper))
+            if c1 > c0:
+                out[:, c1] = self._spatial(sel, 0, k1 - c1 * kper)
+            if c1 > c0 + 1:
+                out[:, c0 + 1:c1] = self._spatial(sel, 0, kper)[:, None]
+        out = out.reshape(-1)
         if len(self._touched) < 4096:
             self._touched[key] = out
         return out
+
+    def _spatial(self, sel: np.ndarray, o0: int, o1: int) -> np.ndarray:
+        """[nb, *sp] input positions that the selected outputs ``sel`` [nb, *out] read
+        through the kernel offsets o0..o1 (row-major over the kernel)."""
+        lay, sp = self.layer, self.sp
+        res = np.zeros((self.nb,) + sp, bool)
+        for o in range(o0, o1):
+            kc = np.unravel_index(o, self.ks)
+            src, dst = [slice(None)], [slice(None)]
+            for i in range(len(sp)):
+                st, pad, off = lay.stride[i], lay.padding[i], int(kc[i]) * lay.dilation[i]
+                lo = max(0, -(-(pad - off) // st))  # first output whose input is >= 0
+                hi = min(self.outs[i], (sp[i] - 1 + pad - off) // st + 1)
+                if hi <= lo:
+                    break
+                start = lo * st - pad + off
+                src.append(slice(lo, hi))
+                dst.append(slice(start, start + (hi - lo - 1) * st + 1, st))
+            else:
+                res[tuple(dst)] |= sel[tuple(src)]
+        return res
 
     def size_of(self, sel_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(data, meta) bytes [F, G] of the elements ``sel_mask`` selects, per frame and
@@ -486,7 +505,8 @@ class ConvWindows:
         vals = self.xg[:, :, sel]
         nnz = vals.sum(axis=-1, dtype=np.int64)
         numel = np.full(nnz.shape, sel.size, np.int64)
-        fibers = np.full(nnz.shape, np.unique(sel // self.sp[-1]).size, np.int64)
+        fibers = np.full(nnz.shape, int(sel_mask.reshape(-1, self.sp[-1]).any(axis=1).sum()),
+                         np.int64)
         entries = nnz.copy()
         if fmt.kind == "rle":
             for f in range(vals.shape[0]):
