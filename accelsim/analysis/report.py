@@ -200,18 +200,30 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
 _NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits")
 
 
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """A shallow view of ``df`` without ``attrs``: pandas deep-copies ``attrs`` into every
+    column it hands out, and a table's attrs hold the whole config."""
+    if not df.attrs:
+        return df
+    plain = df.copy(deep=False)
+    plain.attrs = {}
+    return plain
+
+
 def totals(df: pd.DataFrame) -> pd.Series:
     """Sum of the count columns over layers, with utilisation, densities and latency
     recomputed from the sums (not averaged)."""
+    pes = df.attrs.get("pes")
+    df = _plain(df)
     out: dict[str, Any] = {"layer": "TOTAL", "kind": "total"}
     for col in df.columns:
         if col in out:
             continue
-        if pd.api.types.is_integer_dtype(df[col]) and col not in _NOT_SUMMED:
-            out[col] = int(df[col].sum())
+        s = df[col]
+        if pd.api.types.is_integer_dtype(s.dtype) and col not in _NOT_SUMMED:
+            out[col] = int(s.sum())
         elif col.endswith(("_bytes", "_pj", "_s")) or col.startswith("energy"):
-            out[col] = float(df[col].sum())
-    pes = df.attrs.get("pes")
+            out[col] = float(s.sum())
     cyc = out.get("cycles", 0)
     if pes and cyc:
         out["util"] = (out["macs_performed"] + out["macs_gated"]) / (cyc * pes)
@@ -223,15 +235,33 @@ def totals(df: pd.DataFrame) -> pd.Series:
 
 
 def with_totals(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with a final ``TOTAL`` row."""
-    tot = totals(df).to_frame().T
-    out = pd.concat([df, tot], ignore_index=True)
+    """``df`` with a final ``TOTAL`` row: integer columns become nullable ``Int64``
+    (empty where the total is not a sum), float columns stay float. Built column by
+    column in one pass (no concat, no per-column re-cast)."""
+    attrs = dict(df.attrs)
+    tot = totals(df)
+    df = _plain(df)
+    cols: dict[str, Any] = {}
     for col in df.columns:
-        if pd.api.types.is_integer_dtype(df[col]):
-            out[col] = out[col].astype("Int64")
-        elif pd.api.types.is_float_dtype(df[col]):
-            out[col] = out[col].astype(float)
-    out.attrs = dict(df.attrs)
+        s = df[col]
+        has = col in tot.index
+        if pd.api.types.is_integer_dtype(s.dtype):
+            vals = np.empty(len(s) + 1, np.int64)
+            vals[:-1] = s.to_numpy(np.int64)
+            vals[-1] = int(tot[col]) if has else 0
+            mask = np.zeros(len(vals), bool)
+            mask[-1] = not has
+            cols[col] = pd.arrays.IntegerArray(vals, mask)
+        elif pd.api.types.is_float_dtype(s.dtype):
+            vals = np.empty(len(s) + 1, np.float64)
+            vals[:-1] = s.to_numpy(np.float64)
+            vals[-1] = float(tot[col]) if has else np.nan
+            cols[col] = vals
+        else:
+            vals = np.empty(len(s) + 1, object)
+            vals[:-1] = s.to_numpy(object)
+            vals[-1] = tot[col] if has else np.nan
+            cols[col] = pd.Series(vals, dtype=object)
+    out = pd.DataFrame(cols, columns=df.columns)
+    out.attrs = attrs
     return out
-
-
