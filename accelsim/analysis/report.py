@@ -111,7 +111,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              overrides: Mapping[str, Any] | None = None, *,
              functional: bool = False, per_frame: bool = False,
              thresholds: Mapping[str, Any] | None = None,
-             max_memory: int | str | None = None) -> pd.DataFrame:
+             max_memory: int | str | None = None, cache: Any = None) -> pd.DataFrame:
     """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
 
     ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
@@ -130,6 +130,9 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     ``max_memory`` (bytes, or a size like ``"4G"``; default half the physical memory)
     bounds what one layer may allocate: a layer estimated to need more is refused with
     a :class:`~accelsim.errors.SimulationError` before anything is allocated.
+    ``cache`` (a :class:`accelsim.model.reuse.WorkCache`) keeps config-independent work
+    (lowered masks, and the compute model's result keyed by the compute part of the
+    config) for later calls on the same trace; the results are the same without it.
     """
     import warnings
 
@@ -152,7 +155,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         exact = layer
         if th is not None:
             layer = threshold_layer(layer, th)
-        stats = simulate_layer(layer, hw, max_memory=max_memory)
+        stats = simulate_layer(layer, hw, max_memory=max_memory, cache=cache)
         use = kv_use(layer)
         stats.mem.counts = apply_kv(stats.mem.counts, use, hw,
                                     kv_sizes.get(use.step, 0) if use else 0)
