@@ -191,13 +191,28 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
             out[col] = out[col].astype(np.int64)
         out.attrs.update(hw=hw.name, trace=safe_text(trace.model))
         return out
-    df = pd.DataFrame(rows)
-    for col in COUNT_COLUMNS + _INT_COLUMNS:
-        df[col] = df[col].astype(np.int64)
+    df = _frame(rows, COUNT_COLUMNS + _INT_COLUMNS)
     df.attrs.update(hw=hw.name, hw_hash=hw.config_hash(), trace=safe_text(trace.model),
                     clock_ghz=hw.clock_ghz, hwconfig=hw.to_dict(),
                     pes=hw.array.rows * hw.array.cols * hw.array.macs_per_pe)
     return df
+
+
+def _frame(rows: list[dict[str, Any]], ints: list[str]) -> pd.DataFrame:
+    """``pd.DataFrame(rows)`` with the ``ints`` columns int64, built column by column."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    if not rows or any(len(r) != len(keys) for r in rows):  # rows with different keys
+        df = pd.DataFrame(rows)
+        for col in ints:
+            df[col] = df[col].astype(np.int64)
+        return df
+    want = set(ints)
+    missing = [c for c in ints if c not in keys]
+    if missing:
+        raise KeyError(missing[0])
+    data = {k: (np.array([r[k] for r in rows], np.int64) if k in want else [r[k] for r in rows])
+            for k in keys}
+    return pd.DataFrame(data)
 
 
 _NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits")
@@ -213,20 +228,18 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
     return plain
 
 
-def totals(df: pd.DataFrame) -> pd.Series:
-    """Sum of the count columns over layers, with utilisation, densities and latency
-    recomputed from the sums (not averaged)."""
-    pes = df.attrs.get("pes")
-    df = _plain(df)
+def _totals_dict(cols: list[tuple[str, Any]], pes: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"layer": "TOTAL", "kind": "total"}
-    for col in df.columns:
+    for col, s in cols:
         if col in out:
             continue
-        s = df[col]
-        if pd.api.types.is_integer_dtype(s.dtype) and col not in _NOT_SUMMED:
-            out[col] = int(s.sum())
+        dt = s.dtype
+        plain = isinstance(dt, np.dtype) and dt.kind in "iufb"
+        if pd.api.types.is_integer_dtype(dt) and col not in _NOT_SUMMED:
+            out[col] = int(s.to_numpy().sum() if plain else s.sum())
         elif col.endswith(("_bytes", "_pj", "_s")) or col.startswith("energy"):
-            out[col] = float(s.sum())
+            # np.nansum is what Series.sum does for floats (NaN skipped, same order)
+            out[col] = float(np.nansum(s.to_numpy()) if plain else s.sum())
     cyc = out.get("cycles", 0)
     if pes and cyc:
         out["util"] = (out["macs_performed"] + out["macs_gated"]) / (cyc * pes)
@@ -234,37 +247,54 @@ def totals(df: pd.DataFrame) -> pd.Series:
         out["density_a"] = out["nnz_a"] / out["size_a"]
     if out.get("size_w"):
         out["density_w"] = out["nnz_w"] / out["size_w"]
-    return pd.Series(out)
+    return out
+
+
+def totals(df: pd.DataFrame) -> pd.Series:
+    """Sum of the count columns over layers, with utilisation, densities and latency
+    recomputed from the sums (not averaged)."""
+    return pd.Series(_totals_dict(list(_plain(df).items()), df.attrs.get("pes")))
 
 
 def with_totals(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with a final ``TOTAL`` row: integer columns become nullable ``Int64``
-    (empty where the total is not a sum), float columns stay float. Built column by
-    column in one pass (no concat, no per-column re-cast)."""
+    (empty where the total is not a sum), float columns stay float. One pass over the
+    columns for the sums and the new table (no concat, no per-column re-cast)."""
     attrs = dict(df.attrs)
-    tot = totals(df)
-    df = _plain(df)
-    cols: dict[str, Any] = {}
-    for col in df.columns:
-        s = df[col]
-        has = col in tot.index
+    cols = list(_plain(df).items())
+    tot = _totals_dict(cols, attrs.get("pes"))
+    if not all(isinstance(s.dtype, np.dtype) or pd.api.types.is_string_dtype(s.dtype)
+               for _, s in cols):
+        plain = _plain(df)
+        out = pd.concat([plain, pd.Series(tot).to_frame().T], ignore_index=True)
+        for col in plain.columns:
+            if pd.api.types.is_integer_dtype(plain[col]):
+                out[col] = out[col].astype("Int64")
+            elif pd.api.types.is_float_dtype(plain[col]):
+                out[col] = out[col].astype(float)
+        out.attrs = attrs
+        return out
+    data: dict[str, Any] = {}
+    for col, s in cols:
+        has = col in tot
+        n = len(s)
         if pd.api.types.is_integer_dtype(s.dtype):
-            vals = np.empty(len(s) + 1, np.int64)
+            vals = np.empty(n + 1, np.int64)
             vals[:-1] = s.to_numpy(np.int64)
             vals[-1] = int(tot[col]) if has else 0
-            mask = np.zeros(len(vals), bool)
+            mask = np.zeros(n + 1, bool)
             mask[-1] = not has
-            cols[col] = pd.arrays.IntegerArray(vals, mask)
+            data[col] = pd.arrays.IntegerArray(vals, mask)
         elif pd.api.types.is_float_dtype(s.dtype):
-            vals = np.empty(len(s) + 1, np.float64)
+            vals = np.empty(n + 1, np.float64)
             vals[:-1] = s.to_numpy(np.float64)
             vals[-1] = float(tot[col]) if has else np.nan
-            cols[col] = vals
+            data[col] = vals
         else:
-            vals = np.empty(len(s) + 1, object)
+            vals = np.empty(n + 1, object)
             vals[:-1] = s.to_numpy(object)
             vals[-1] = tot[col] if has else np.nan
-            cols[col] = pd.Series(vals, dtype=object)
-    out = pd.DataFrame(cols, columns=df.columns)
+            data[col] = pd.Series(vals, dtype=object)
+    out = pd.DataFrame(data, columns=[c for c, _ in cols])
     out.attrs = attrs
     return out

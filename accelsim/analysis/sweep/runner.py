@@ -77,14 +77,15 @@ def run_point(point: Point, cache_bytes: int | None = None) -> tuple[str, pd.Dat
             trace = _TRACES[key] = load_trace(key)
         cache = _work_cache(cache_bytes) if cache_bytes != 0 else None
         df = with_totals(simulate(trace, hw, cache=cache))
-        df["scope"] = ["layer"] * (len(df) - 1) + ["total"]
+        scope = ["layer"] * (len(df) - 1) + ["total"]
         area = area_of(hw)
         status, error = "ok", ""
     except Exception as e:  # noqa: BLE001 - failure isolation: record and go on
         msg = " ".join(str(e).split()) or type(e).__name__
         if not isinstance(e, AccelsimError):
             msg = f"{type(e).__name__}: {msg}"
-        df = pd.DataFrame({"layer": ["TOTAL"], "kind": ["total"], "scope": ["total"]})
+        df = pd.DataFrame({"layer": ["TOTAL"], "kind": ["total"]})
+        scope = ["total"]
         hw, area, status, error = None, {}, "failed", msg
     sim_s = time.perf_counter() - t0
     df.attrs = {}
@@ -93,12 +94,15 @@ def run_point(point: Point, cache_bytes: int | None = None) -> tuple[str, pd.Dat
     front.update(trace_path=str(point.trace), trace_id=point.trace_id,
                  config_hash=point.config_hash, hw_name=point.raw.get("name", ""),
                  swept=",".join(point.values), sim_s=sim_s, **area)
-    cols = {k: [v] * len(df) for k, v in front.items() if k != "scope"}
-    head = pd.DataFrame(cols, index=df.index)
-    out = pd.concat([head, df], axis=1)
-    out["hwconfig"] = json.dumps(point.raw, sort_keys=True)
-    order = META_COLUMNS + [c for c in out.columns if c not in META_COLUMNS]
-    return point.point_id, out[order]
+    # one table, built once: the metadata columns, then the simulation's, then the config
+    n = len(df)
+    front["scope"] = scope
+    cols: dict[str, Any] = {k: front[k] if k == "scope" else [front[k]] * n
+                            for k in META_COLUMNS}
+    cols.update((k, [v] * n) for k, v in front.items() if k not in cols)
+    cols.update((k, v) for k, v in df.items() if k not in cols)
+    cols["hwconfig"] = [json.dumps(point.raw, sort_keys=True)] * n
+    return point.point_id, pd.DataFrame(cols, index=df.index)
 
 
 def run_points(points: list[Point], cache_bytes: int | None = None
