@@ -20,10 +20,11 @@ from accelsim.analysis.sweep.plan import Point, plan_sweep
 from accelsim.analysis.sweep.spec import SweepSpec, load_spec
 from accelsim.analysis.sweep.store import (
     META_COLUMNS,
-    _atomic_parquet,
+    _atomic_bytes,
     _atomic_text,
     _clean_stale,
     compact,
+    point_bytes,
     stored_points,
 )
 from accelsim.errors import AccelsimError, ConfigError
@@ -105,10 +106,27 @@ def run_point(point: Point, cache_bytes: int | None = None) -> tuple[str, pd.Dat
     return point.point_id, pd.DataFrame(cols, index=df.index)
 
 
-def run_points(points: list[Point], cache_bytes: int | None = None
-               ) -> list[tuple[str, pd.DataFrame]]:
-    """:func:`run_point` for each of ``points`` in turn, in one worker."""
-    return [run_point(p, cache_bytes) for p in points]
+@dataclass
+class Encoded:
+    """One finished point as a worker hands it to the driver: what the driver reports
+    and the bytes of its Parquet file, which the driver writes as they are."""
+
+    point_id: str
+    status: str
+    error: str
+    sim_s: float
+    data: bytes
+
+
+def _encode(point_id: str, frame: pd.DataFrame) -> Encoded:
+    return Encoded(point_id, str(frame["status"].iloc[0]), str(frame["error"].iloc[0]),
+                   float(frame["sim_s"].iloc[0]), point_bytes(frame))
+
+
+def run_points(points: list[Point], cache_bytes: int | None = None) -> list[Encoded]:
+    """:func:`run_point` for each of ``points`` in turn, in one worker, each result
+    encoded as its Parquet file's bytes."""
+    return [_encode(*run_point(p, cache_bytes)) for p in points]
 
 
 def _group_key(point: Point) -> tuple[str, str]:
@@ -354,7 +372,7 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
 
     committed = [0]
 
-    def record(point: Point, frame: pd.DataFrame | None, exc: BaseException | None) -> None:
+    def record(point: Point, enc: Encoded | None, exc: BaseException | None) -> None:
         if exc is not None:
             summary.lost += 1
             msg = f"worker lost ({type(exc).__name__}: {exc}); not stored, rerun to retry"
@@ -362,14 +380,13 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
             emit(SweepEvent("point", point_id=point.point_id, label=point.label,
                             trace=point.trace_model, status="lost", error=msg))
             return
-        assert frame is not None
-        _atomic_parquet(frame, points_dir / f"{point.point_id}.parquet")
+        assert enc is not None
+        _atomic_bytes(enc.data, points_dir / f"{point.point_id}.parquet")
         committed[0] += 1
         if compact_every and committed[0] % compact_every == 0:
             compact(out, min_points=1)
-        status = str(frame["status"].iloc[0])
-        error = str(frame["error"].iloc[0])
-        summary.sim_s += float(frame["sim_s"].iloc[0])
+        status, error = enc.status, enc.error
+        summary.sim_s += enc.sim_s
         if status == "ok":
             summary.ok += 1
         else:
@@ -382,7 +399,7 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
     runnable = []
     for p in todo:
         if p.error is not None:
-            record(p, run_point(p)[1], None)
+            record(p, _encode(*run_point(p)), None)
         else:
             runnable.append(p)
     if runnable:
@@ -413,8 +430,8 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
                         for point in chunk:
                             record(point, None, e)
                     else:
-                        for point, (_pid, frame) in zip(chunk, results, strict=True):
-                            record(point, frame, None)
+                        for point, enc in zip(chunk, results, strict=True):
+                            record(point, enc, None)
             cancel = False
         finally:
             backend.close(cancel=cancel)

@@ -40,8 +40,39 @@ class StoreWarning(UserWarning):
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        df.to_parquet(tmp, index=False)
+    _atomic_bytes(point_bytes(df), path)
+
+
+def point_bytes(df: pd.DataFrame) -> bytes:
+    """A point's rows as the bytes of its Parquet file (what ``df.to_parquet(path,
+    index=False)`` writes, without pandas' I/O layer); workers encode, the driver
+    only writes."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    return buf.getvalue()
+
+
+def _atomic_bytes(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` atomically (temp sibling, fsync, ``os.replace``).
+    Unlike :func:`accelsim.io.atomic.atomic_file` it does not list the directory for a
+    dead writer's temp files on every call: the sweep cleans ``points/`` once at start."""
+    from accelsim.io.atomic import TMP_TAG, _sibling
+
+    tmp = _sibling(path, TMP_TAG)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _atomic_text(text: str, path: Path) -> None:
