@@ -18,6 +18,7 @@ made from point files, and a rerun writes a point file), so the winner is the ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -458,6 +459,22 @@ def compact(results_dir: str | os.PathLike, *, min_points: int = COMPACT_MIN,
     merge = len(ls.batches) >= max(max_batches, 1)
     if len(ls.singles) < max(min_points, 1) and not merge:
         return 0
+    # a point file older than a batch holding its point is what a crash between that
+    # batch's write and its deletions left behind: the batch holds the same rows
+    # (a rerun writes its point file after every batch), so it can simply go
+    batch_mtime = {}
+    for _, f, bids in ls.batches:
+        with contextlib.suppress(FileNotFoundError):
+            m = f.stat().st_mtime_ns
+            for i in bids:
+                batch_mtime[i] = max(batch_mtime.get(i, m), m)
+    for stem, f in list(ls.singles.items()):
+        with contextlib.suppress(FileNotFoundError):
+            if stem in batch_mtime and f.stat().st_mtime_ns < batch_mtime[stem]:
+                f.unlink()
+                del ls.singles[stem]
+                ls.owner[stem] = next(b for _, b, bids in reversed(ls.batches)
+                                      if stem in bids)
     tables, taken, ids = [], [], []
     for stem, f in sorted(ls.singles.items()):
         t, why = _check_point_file(f)
