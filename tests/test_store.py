@@ -237,3 +237,41 @@ def test_sweep_compacts_every_n_points_and_at_the_end(tmp_path, trace):
     s = sweep(_spec(tmp_path, trace, rows=(2, 4, 8, 16)), res, workers=1, compact_every=5)
     assert (s.ok, s.skipped) == (4, 12)
     _once(load_results(res), _ids(_spec(tmp_path, trace, rows=(2, 4, 8, 16))))
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_kill9_during_compaction_then_resume(tmp_path, trace, trial):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    spec = _spec(tmp_path, trace)
+    res = tmp_path / "res"
+    sweep(spec, res, workers=1, compact_every=0)
+    before = load_results(res)
+    code = textwrap.dedent(f"""
+        from accelsim.analysis.sweep.store import compact
+        print("ready", flush=True)
+        while True:  # every pass rewrites the whole store as a new batch
+            compact({str(res)!r}, min_points=1, max_batches=1)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(random.Random(trial).uniform(0.05, 1.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    pd.testing.assert_frame_equal(before, load_results(res), check_exact=True)
+    assert stored_points(res) == {i: "ok" for i in _ids(spec)}
+    s = sweep(spec, res, workers=1)  # resume: nothing to run, debris cleaned
+    assert (s.ok, s.skipped, s.failed) == (0, 12, 0)
+    assert not [p for p in (res / "points").iterdir() if "accelsim-tmp" in p.name]
+    compact(res, min_points=1, max_batches=1)
+    singles, batches = _files(res)
+    assert singles == [] and len(batches) == 1
+    pd.testing.assert_frame_equal(before, load_results(res), check_exact=True)
