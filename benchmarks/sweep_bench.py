@@ -47,7 +47,7 @@ BUCKETS = [
     ("per-layer rows + energy", ["report.py:layer_row"]),
     ("layer table (report._frame)", ["report.py:_frame"]),
     ("TOTAL row (with_totals)", ["report.py:with_totals"]),
-    ("Parquet encoding", ["store.py:point_bytes"]),
+    ("Parquet encoding", ["store.py:point_encode"]),
 ]
 #: the rest of simulate_layer (budget check, formats, stats) after its own buckets
 ENGINE_REST = ("engine.py:simulate_layer", ["engine.py:layer_operands",

@@ -275,3 +275,19 @@ def test_kill9_during_compaction_then_resume(tmp_path, trace, trial):
     singles, batches = _files(res)
     assert singles == [] and len(batches) == 1
     pd.testing.assert_frame_equal(before, load_results(res), check_exact=True)
+
+
+def test_driver_compaction_from_memory_equals_reading_the_files(tmp_path, trace):
+    spec = _spec(tmp_path, trace, rows=(2, 4, 8, 16))
+    files, mem = tmp_path / "files", tmp_path / "mem"
+    sweep(spec, files, workers=1, compact_every=0)
+    compact(files, min_points=1)  # tables read back from the point files
+    sweep(spec, mem, workers=2, compact_every=3)  # tables the driver kept
+    assert _files(mem)[1] and _files(files)[1]
+    a = load_results(files).drop(columns=["sim_s"])
+    b = load_results(mem).drop(columns=["sim_s"])
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    compact(mem, min_points=1, max_batches=1)
+    (one,) = _files(mem)[1]
+    assert pq.read_schema(one) == pq.read_schema(_files(files)[1][0]).remove_metadata() \
+        .with_metadata(pq.read_schema(one).metadata)

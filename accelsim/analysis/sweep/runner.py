@@ -24,7 +24,7 @@ from accelsim.analysis.sweep.store import (
     _atomic_text,
     _clean_stale,
     compact,
-    point_bytes,
+    point_encode,
     stored_points,
 )
 from accelsim.errors import AccelsimError, ConfigError
@@ -116,11 +116,14 @@ class Encoded:
     error: str
     sim_s: float
     data: bytes
+    #: the same rows as an Arrow table, kept by the driver for the next compaction
+    table: Any = None
 
 
 def _encode(point_id: str, frame: pd.DataFrame) -> Encoded:
+    table, data = point_encode(frame)
     return Encoded(point_id, str(frame["status"].iloc[0]), str(frame["error"].iloc[0]),
-                   float(frame["sim_s"].iloc[0]), point_bytes(frame))
+                   float(frame["sim_s"].iloc[0]), data, table)
 
 
 def run_points(points: list[Point], cache_bytes: int | None = None) -> list[Encoded]:
@@ -371,6 +374,7 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
     emit(SweepEvent("start", total=len(todo), skipped=summary.skipped))
 
     committed = [0]
+    known: dict[str, Any] = {}  # tables of the point files written since a compaction
 
     def record(point: Point, enc: Encoded | None, exc: BaseException | None) -> None:
         if exc is not None:
@@ -381,10 +385,14 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
                             trace=point.trace_model, status="lost", error=msg))
             return
         assert enc is not None
-        _atomic_bytes(enc.data, points_dir / f"{point.point_id}.parquet")
+        path = points_dir / f"{point.point_id}.parquet"
+        _atomic_bytes(enc.data, path)
         committed[0] += 1
-        if compact_every and committed[0] % compact_every == 0:
-            compact(out, min_points=1)
+        if compact_every:
+            known[point.point_id] = (path, len(enc.data), enc.table)
+            if committed[0] % compact_every == 0:
+                compact(out, min_points=1, known=known)
+                known.clear()
         status, error = enc.status, enc.error
         summary.sim_s += enc.sim_s
         if status == "ok":
@@ -436,6 +444,6 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
         finally:
             backend.close(cancel=cancel)
     if compact_every:
-        compact(out)
+        compact(out, known=known)
     summary.wall_s = time.perf_counter() - t0
     return summary

@@ -48,14 +48,23 @@ def point_bytes(df: pd.DataFrame) -> bytes:
     """A point's rows as the bytes of its Parquet file (what ``df.to_parquet(path,
     index=False)`` writes, without pandas' I/O layer); workers encode, the driver
     only writes."""
+
+
+    return point_encode(df)[1]
+
+
+def point_encode(df: pd.DataFrame) -> tuple[Any, bytes]:
+    """(Arrow table, Parquet bytes) of a point's rows: the driver writes the bytes and
+    may keep the table for the next compaction instead of reading the file back."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    table = pa.Table.from_pandas(df, preserve_index=False)
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
-    return buf.getvalue()
+    pq.write_table(table, buf)
+    return table, buf.getvalue()
 
 
 def _atomic_bytes(data: bytes, path: Path) -> None:
@@ -89,8 +98,9 @@ def _check_point_file(f: Path) -> tuple[Any, str]:
     """(table, "") for a valid point file, else (None, why)."""
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(f)
+    try:  # one small file: threads cost more than they save
+        with pq.ParquetFile(f) as pf:
+            table = pf.read(use_threads=False)
     except Exception as e:  # noqa: BLE001 - any pyarrow failure means a bad file
         return None, f"unreadable ({type(e).__name__})"
     missing = [c for c in ("point_id", "status", "swept") if c not in table.column_names]
@@ -437,7 +447,8 @@ def _to_frame(table: Any) -> pd.DataFrame:
 
 
 def compact(results_dir: str | os.PathLike, *, min_points: int = COMPACT_MIN,
-            max_batches: int = MAX_BATCHES) -> int:
+            max_batches: int = MAX_BATCHES,
+            known: dict[str, tuple[Path, int, Any]] | None = None) -> int:
     """Compact a result store: once ``min_points`` point files wait (or ``max_batches``
     batches exist), write them, with every batch when merging, into one new batch file
     of the next generation, atomically, then delete the files it took in and batches
@@ -446,7 +457,11 @@ def compact(results_dir: str | os.PathLike, *, min_points: int = COMPACT_MIN,
     Safe against a crash at any moment: the new batch is complete before anything is
     deleted, and until the inputs are gone the rule of the module docstring picks one
     copy of each point (the same content either way). Only one writer (the sweep's
-    driver) may compact a store at a time; readers may run concurrently."""
+    driver) may compact a store at a time; readers may run concurrently.
+
+    ``known``: ``{point_id: (path, size, table)}`` of point files this process wrote
+    (the sweep's driver), whose tables are used instead of reading the files back when
+    the file at ``path`` still has that size."""
     import json
     import secrets
 
@@ -477,7 +492,11 @@ def compact(results_dir: str | os.PathLike, *, min_points: int = COMPACT_MIN,
                                       if stem in bids)
     tables, taken, ids = [], [], []
     for stem, f in sorted(ls.singles.items()):
-        t, why = _check_point_file(f)
+        mine = (known or {}).get(stem)
+        if mine is not None and mine[0] == f and _size(f) == mine[1]:
+            t, why = mine[2], ""
+        else:
+            t, why = _check_point_file(f)
         if t is None:
             quarantine(f, why)
             continue
@@ -521,6 +540,13 @@ def compact(results_dir: str | os.PathLike, *, min_points: int = COMPACT_MIN,
         except FileNotFoundError:
             pass
     return written
+
+
+def _size(f: Path) -> int:
+    try:
+        return f.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def _id_filter(ids: list[str]) -> Any:
