@@ -253,3 +253,17 @@ def test_constraint_language_bounds():
         c = parse_constraint(text, "s.yaml", 0)
         with pytest.raises(ConfigError, match="cannot evaluate"):
             eval_constraint(c, raw, "s.yaml")
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "t", "--bogus", "x" * 5000],  # unrecognised argument (fuzz cli 2026000056)
+    ["plot", "r.csv", "--kind", "y\n" * 3000],  # bad choice with line breaks
+])
+def test_cli_usage_error_is_one_short_line(capsys, argv):
+    from accelsim.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    errs = [ln for ln in capsys.readouterr().err.splitlines() if ": error: " in ln]
+    assert len(errs) == 1 and len(errs[0]) < 400, errs

@@ -13,6 +13,7 @@ with ReLU or GELU), with a KV cache for generation. Attention is two explicit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -332,8 +333,12 @@ def trace_generation(model: TinyLM, prompt: str, steps: int):
     skipped = [s for r in runs for s in r.skipped]
     n_prompt = len(prompt)
 
-    def meta_of(ly, **extra):
-        return {"module": ly.meta.get("module", ly.name), **extra}
+    def meta_of(ly, prefix="", **extra):
+        chain = {}  # the producer layer, under its name in this trace (kept if it is one)
+        if "input_from" in ly.meta:
+            chain = {"input_from": prefix + ly.meta["input_from"],
+                     "input_ops": list(ly.meta.get("input_ops", []))}
+        return {"module": ly.meta.get("module", ly.name), **extra, **chain}
 
     layers = []
     for ly in runs[0].trace.layers:
@@ -351,12 +356,19 @@ def trace_generation(model: TinyLM, prompt: str, steps: int):
             for t in range(1, steps + 1):
                 for lt in runs[t].trace.layers[j:j + 2]:  # qk, then pv
                     layers.append(_quant_matmul(f"decode{t}.{lt.name}", lt.a, lt.w, meta_of(
-                        lt, op=lt.meta.get("op", ""), step=t,
+                        lt, "decode.", op=lt.meta.get("op", ""), step=t,
                         kv_cache=_kv_meta(lt.name, lt.w.shape, t, 1))))
         else:
             a = np.stack([np.asarray(r.trace.layers[j].a) for r in runs[1:]])
             layers.append(_quant_linear(f"decode.{ly.name}", a, np.asarray(ly.w), True,
-                                        meta_of(ly, steps=list(range(1, steps + 1)))))
+                                        meta_of(ly, "decode.",
+                                                steps=list(range(1, steps + 1)))))
+    seen: set[str] = set()
+    for i, ly in enumerate(layers):  # a producer that is not an earlier layer: no chain
+        if ly.meta.get("input_from") is not None and ly.meta["input_from"] not in seen:
+            meta = {k: v for k, v in ly.meta.items() if k not in ("input_from", "input_ops")}
+            layers[i] = dataclasses.replace(ly, meta=meta)
+        seen.add(ly.name)
     return layers, decode(tokens), skipped
 
 

@@ -86,6 +86,12 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
     ("nnz_w", "count", "density", "nonzero stored weights"),
     ("size_w", "count", "density", "stored weight elements"),
     ("dram_bytes", "bytes", "traffic", "all DRAM traffic: the sum of the dram_* columns"),
+    ("out_format", "text", "traffic", "format the layer's output is written in: the "
+     "consumer's A format (dense, bitmask, rle, csr, coo) where out_consumer reads it, "
+     "else dense (docs/memory-model.md, Output writes)"),
+    ("out_consumer", "text", "traffic", "the layer whose input is exactly this layer's "
+     "output (meta.input_from through output-stage operators), empty when none is known "
+     "and the output is written dense"),
     ("glb_bytes", "bytes", "traffic", "all global-buffer traffic: the sum of the glb_* "
      "columns"),
     ("state_bytes", "bytes", "delta", "delta state traffic: reference and accumulator "

@@ -22,6 +22,7 @@ from accelsim.model.memory import (
     STATE_KEYS,
     TRAFFIC_KEYS,
 )
+from accelsim.model.outwrite import consumers, described
 from accelsim.model.skipcost import SKIP_KEYS
 
 #: integer count columns (summed in totals)
@@ -59,6 +60,7 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
         "latency_s": cycles / (hw.clock_ghz * 1e9),
     }
     row.update(stats.mem.counts)
+    row.update(described(stats.out_write))
     row.update(stats.gemm.skip_counts or {})
     row["nm_mux_ops"] = stats.nm_mux_ops
     row.update(stats.wide_macs())
@@ -148,6 +150,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     price = prices(hw, load_energy_table(hw.energy))
     resolved = resolve_thresholds(trace, hw, thresholds)
     kv_sizes = footprints(trace, hw)
+    readers = consumers(trace)  # outputs the next layer reads (docs/memory-model.md)
     rows = []
     frames = []
     for layer in trace.layers:
@@ -155,7 +158,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         exact = layer
         if th is not None:
             layer = threshold_layer(layer, th)
-        stats = simulate_layer(layer, hw, max_memory=max_memory, cache=cache)
+        stats = simulate_layer(layer, hw, max_memory=max_memory,
+                               consumer=readers.get(layer.name), cache=cache)
         use = kv_use(layer)
         stats.mem.counts = apply_kv(stats.mem.counts, use, hw,
                                     kv_sizes.get(use.step, 0) if use else 0)
@@ -274,6 +278,13 @@ def with_totals(df: pd.DataFrame) -> pd.DataFrame:
                 out[col] = out[col].astype(float)
         out.attrs = attrs
         return out
+    # text (and other) columns: as pandas' concat types them (object where the TOTAL
+    # row has a value, the column's own dtype where it is missing)
+    other = [c for c, s in cols if not (pd.api.types.is_integer_dtype(s.dtype)
+                                        or pd.api.types.is_float_dtype(s.dtype))]
+    texts = pd.concat([_plain(df)[other],
+                       pd.Series({c: tot[c] for c in other if c in tot},
+                                 dtype=object).to_frame().T], ignore_index=True)
     data: dict[str, Any] = {}
     for col, s in cols:
         has = col in tot
@@ -291,10 +302,7 @@ def with_totals(df: pd.DataFrame) -> pd.DataFrame:
             vals[-1] = float(tot[col]) if has else np.nan
             data[col] = vals
         else:
-            vals = np.empty(n + 1, object)
-            vals[:-1] = s.to_numpy(object)
-            vals[-1] = tot[col] if has else np.nan
-            data[col] = pd.Series(vals, dtype=object)
+            data[col] = texts[col]
     out = pd.DataFrame(data, columns=[c for c, _ in cols])
     out.attrs = attrs
     return out

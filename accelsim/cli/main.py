@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from accelsim.errors import AccelsimError, did_you_mean
 
@@ -103,7 +103,8 @@ SHOW_GROUPS: dict[str, list[str]] = {
     "threshold": ["layer", "kind", "macs_performed", "cycles", "density_a", "threshold_a",
                   "threshold_b", "thr_sparsity_a", "thr_err_rel", "thr_err_rms",
                   "thr_err_max", "energy_pj"],
-    "traffic": ["layer", "compute_cycles", "stall_cycles", "dram_bytes", "glb_bytes"],
+    "traffic": ["layer", "compute_cycles", "stall_cycles", "dram_bytes", "glb_bytes",
+                "out_format", "out_consumer"],
 }
 INSPECT_DEFAULT = ["layer", "kind", "m", "k", "n", "frames", "macs_dense", "density_a",
                    "density_w", "delta_density_a", "unchanged_frac_a", "bytes"]
@@ -495,8 +496,20 @@ def _output_args(p: argparse.ArgumentParser, what: str) -> None:
                         "-o, csv and json go to stdout in place of the table")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one short line per usage error: an unrecognised argument or a bad
+    choice can carry a value of any length or with line breaks (its sub-parsers inherit
+    the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        if len(message) > 300:
+            message = message[:300] + "... (cut)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="accelsim",
         description="Cycle-level simulator of sparse DNN accelerators, driven by real "
                     "activation and weight traces.",

@@ -298,6 +298,26 @@ def validate_layer(layer: Layer, where: str) -> None:
             raise TraceError(f"{loc}: shapes {a.shape} and {w.shape} do not multiply")
     if layer.frames and layer.kind == "matmul" and a.shape[0] != w.shape[0]:
         raise TraceError(f"{loc}: a and b have {a.shape[0]} and {w.shape[0]} frames")
+    _validate_chain_meta(layer.meta, loc)
+
+
+def _validate_chain_meta(meta: Mapping[str, Any], loc: str) -> None:
+    """``meta.input_from`` (the layer whose output is this layer's A operand) is a
+    layer name; ``meta.input_ops`` (the operators between) a list of operator names,
+    given only with ``input_from`` (docs/trace-format.md)."""
+    src = meta.get("input_from")
+    if src is not None and (not isinstance(src, str) or not src):
+        raise TraceError(f"{loc}: meta.input_from: expected a layer name (a non-empty "
+                         f"string), got {show_value(src)}")
+    ops = meta.get("input_ops")
+    if ops is None:
+        return
+    if src is None:
+        raise TraceError(f"{loc}: meta.input_ops: given without meta.input_from (the "
+                         f"layer the operators follow)")
+    if not isinstance(ops, (list, tuple)) or not all(isinstance(o, str) and o for o in ops):
+        raise TraceError(f"{loc}: meta.input_ops: expected a list of operator names "
+                         f"(strings), got {show_value(ops)}")
 
 
 def _validate_quant(q: Quant, t: np.ndarray, loc: str) -> None:
@@ -636,6 +656,10 @@ def load_trace(path: str | os.PathLike) -> Trace:
         layer = Layer(name=name, kind=kind, tensors=tensors, frames=frames, quant=quant,
                       meta=meta, **params)
         validate_layer(layer, where=str(root))
+        src = meta.get("input_from")
+        if src is not None and src not in {ly.name for ly in layers}:
+            raise TraceError(f"{eloc}.meta.input_from: {show_value(src)} is not a layer "
+                             f"before this one")
         layers.append(layer)
     return Trace(model=model, layers=tuple(layers), provenance=prov, path=root)
 

@@ -266,13 +266,15 @@ def energy_of(counts: Mapping[str, Any], p: Mapping[str, float]) -> dict[str, fl
         glb += ((c[f"glb_{op}_write_bytes"] + c[f"glb_{op}_write_meta_bytes"])
                 * p[f"glb_{op}_write"])
     glb += c["glb_psum_read_bytes"] * p["glb_out_read"]
-    glb += (c["glb_psum_write_bytes"] + c["glb_out_write_bytes"]) * p["glb_out_write"]
+    glb += (c["glb_psum_write_bytes"] + c["glb_out_write_bytes"]
+            + c.get("glb_out_write_meta_bytes", 0)) * p["glb_out_write"]
     glb += c.get("glb_kv_write_bytes", 0) * p["glb_w_write"]  # KV cache (model/kvcache.py)
     e["glb"] = glb
     dram_bytes = sum(c[k] for k in ("dram_a_read_bytes", "dram_a_read_meta_bytes",
                                     "dram_w_read_bytes", "dram_w_read_meta_bytes",
                                     "dram_psum_read_bytes", "dram_psum_write_bytes",
                                     "dram_out_write_bytes"))
+    dram_bytes += c.get("dram_out_write_meta_bytes", 0)  # outputs in the consumer's format
     dram_bytes += c.get("dram_kv_read_bytes", 0) + c.get("dram_kv_write_bytes", 0)
     e["dram"] = dram_bytes * p["dram"]
     reads = c.get("state_ref_read_bytes", 0) + c.get("state_acc_read_bytes", 0)

@@ -27,6 +27,7 @@ from accelsim.model.memory import (
     resolve_formats,
     simulate_memory,
 )
+from accelsim.model.outwrite import OutWrite
 from accelsim.model.skipcost import SKIP_KEYS, gemm_skip_costs
 from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from accelsim.model.sync import fold_cycles as sync_fold_cycles
@@ -211,6 +212,8 @@ class LayerStats:
     #: config's a_bits
     a_operand_bits: int = 0
     shape_a_bits: int = 0
+    #: how the output is written (accelsim.model.outwrite.OutWrite; None: dense)
+    out_write: OutWrite | None = None
 
     @property
     def compute_cycles(self) -> int:
@@ -356,13 +359,18 @@ def layer_operands(layer: Layer, hw: HwConfig, cache=None) -> LayerOperands:
 
 
 def simulate_layer(layer: Layer, hw: HwConfig, *,
-                   max_memory: int | str | None = None, cache=None) -> LayerStats:
+                   max_memory: int | str | None = None,
+                   consumer: Layer | None = None, cache=None) -> LayerStats:
     """Simulate one traced layer on ``hw``. Before anything is allocated the layer's
     working set is estimated (:mod:`accelsim.model.budget`) and a layer needing more
     than ``max_memory`` bytes (default: half the physical memory) is refused.
+    ``consumer``: the layer whose input is this layer's output
+    (:func:`accelsim.model.outwrite.consumers`); the output is then written in its A
+    format where the chain is exact, else dense.
     ``cache``: a :class:`~accelsim.model.reuse.WorkCache` that keeps the lowered masks
     and the compute model's result for later calls (same results, less work)."""
     from accelsim.model.budget import check_layer
+    from accelsim.model.outwrite import plan_output
 
     shape = gemm_shape(layer)
     if shape.macs_dense >= INT64_LIMIT:
@@ -371,13 +379,14 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
     check_layer(layer, hw, max_memory)
     ops = layer_operands(layer, hw, cache)
     az, wz, rz, nm, a_mask, changed = ops.az, ops.wz, ops.rz, ops.nm, ops.a_mask, ops.changed
+    out_write = plan_output(layer, consumer, hw)  # before this layer's widths resolve
     hw = resolve_formats(layer, hw, az.shape[-2], az.shape[-1], wz.shape[-1], nm)
     active = ops.active(hw)
     from accelsim.model.gemv import engine_for, simulate_gemv
 
     if engine_for(hw, shape) == "gemv":
         res, mem = simulate_gemv(layer, az, wz, hw, rz=rz, active=active, a_mask=a_mask,
-                                 changed=changed)
+                                 changed=changed, out_write=out_write)
     else:
         key = None if ops.key is None else ("gemm", ops.key, cache.compute_key(hw))
         res = None if key is None else cache.get(key)
@@ -387,12 +396,12 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
                 cache.put(key, res)
         mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
                               res.macs_performed, res.macs_gated, a_mask=a_mask, nm=nm,
-                              active=active, changed=changed)
+                              active=active, changed=changed, out_write=out_write)
     stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=ops.nnz_a,
                        size_a=ops.size_a, nnz_w=ops.nnz_w, size_w=ops.size_w,
                        nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0,
                        a_operand_bits=a_operand_bits(layer, hw),
-                       shape_a_bits=hw.precision.a_bits)
+                       shape_a_bits=hw.precision.a_bits, out_write=out_write)
     stats.frame_nnz_a = ops.frame_nnz_a
     if changed is not None:
         stats.delta_nnz = int(stats.frame_nnz_a[1:].sum())

@@ -32,6 +32,7 @@ from accelsim.model.memory import (
     state_glb_bytes,
     tile_bytes,
 )
+from accelsim.model.outwrite import charge
 from accelsim.model.skipcost import gemm_skip_costs
 from accelsim.model.workload import GemmShape
 
@@ -75,11 +76,12 @@ def _first_in_scope(flags: np.ndarray, scope: str) -> np.ndarray:
 def simulate_gemv(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *,
                   rz: np.ndarray | None, active: np.ndarray,
                   a_mask: np.ndarray | None = None,
-                  changed: np.ndarray | None = None):
+                  changed: np.ndarray | None = None, out_write=None):
     """MAC counts, cycles and traffic of one layer on the GEMV engine. ``az`` [F, P, M, K]
     and ``wz`` [Fw, P, K, N] are nonzero masks (A's is the delta operand's under delta
     processing), ``rz`` [1, P, M, K] A's real (non-padding) positions when padding is
-    skipped, ``active`` [F, P] False for GEMMs skipped whole. Returns
+    skipped, ``active`` [F, P] False for GEMMs skipped whole, ``out_write`` the output's
+    format (:mod:`accelsim.model.outwrite`; None: dense). Returns
     (:class:`~accelsim.model.engine.GemmResult`, :class:`MemoryResult`)."""
     from accelsim.model.engine import GemmResult, MaskSums, _mac_counts, _pair_classes
 
@@ -157,17 +159,18 @@ def simulate_gemv(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *,
     performed = int(counts["performed"].sum())
     gated = int(counts["gated"].sum())
     runs = int(run.sum())
+    out_d, out_m = charge(np.where(run, out_row, 0), out_write)  # consumer's format
     c = {
         "dram_a_read_bytes": int(uad.reshape(-1)[act].sum()),
         "dram_a_read_meta_bytes": int(uam.reshape(-1)[act].sum()),
         "dram_w_read_bytes": int(dw_d.sum()), "dram_w_read_meta_bytes": int(dw_m.sum()),
         "dram_psum_read_bytes": 0, "dram_psum_write_bytes": 0,
-        "dram_out_write_bytes": runs * out_row,
+        "dram_out_write_bytes": int(out_d.sum()), "dram_out_write_meta_bytes": int(out_m.sum()),
         "glb_a_read_bytes": int(np.where(run, gad, 0).sum()),
         "glb_a_read_meta_bytes": int(np.where(run, gam, 0).sum()),
         "glb_w_read_bytes": int(gw_d), "glb_w_read_meta_bytes": int(gw_m),
         "glb_psum_read_bytes": 0, "glb_psum_write_bytes": 0,
-        "glb_out_write_bytes": runs * out_row,
+        "glb_out_write_bytes": int(out_d.sum()), "glb_out_write_meta_bytes": int(out_m.sum()),
         "rf_a_read_bytes": performed * ab, "rf_w_read_bytes": performed * wb,
         "rf_out_read_bytes": performed * ob, "rf_out_write_bytes": performed * ob,
     }

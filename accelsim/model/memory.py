@@ -19,17 +19,19 @@ from accelsim.io.hwconfig import FormatConfig, HwConfig
 from accelsim.io.trace import Layer
 from accelsim.model.dataflow import Plan, make_plan
 from accelsim.model.kernels import block_nnz_rle, range_nnz_rle, uniform_bounds
+from accelsim.model.outwrite import OutWrite, charge
 from accelsim.model.sparsity import NMStructure
 
 #: traffic columns in report order
 TRAFFIC_KEYS = (
     "dram_a_read_bytes", "dram_a_read_meta_bytes", "dram_w_read_bytes",
     "dram_w_read_meta_bytes", "dram_psum_read_bytes", "dram_psum_write_bytes",
-    "dram_out_write_bytes",
+    "dram_out_write_bytes", "dram_out_write_meta_bytes",
     "glb_a_write_bytes", "glb_a_write_meta_bytes", "glb_w_write_bytes",
     "glb_w_write_meta_bytes",
     "glb_a_read_bytes", "glb_a_read_meta_bytes", "glb_w_read_bytes", "glb_w_read_meta_bytes",
     "glb_psum_read_bytes", "glb_psum_write_bytes", "glb_out_write_bytes",
+    "glb_out_write_meta_bytes",
     "rf_a_read_bytes", "rf_w_read_bytes", "rf_a_write_bytes", "rf_w_write_bytes",
     "rf_out_read_bytes", "rf_out_write_bytes",
 )
@@ -383,12 +385,14 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
                     fold_cycles: np.ndarray, performed: int, gated: int, *,
                     a_mask: np.ndarray | None = None, nm: NMStructure | None = None,
                     active: np.ndarray | None = None,
-                    changed: np.ndarray | None = None) -> MemoryResult:
+                    changed: np.ndarray | None = None,
+                    out_write: OutWrite | None = None) -> MemoryResult:
     """Traffic and stalls of one layer. ``az`` [F, P, M, K] and ``wz`` [Fw, P, K, N] are
     nonzero masks; ``fold_cycles`` [F, P, row folds, col folds] from the engine;
     ``a_mask`` the (delta) operand's mask in the layer input's shape; ``nm`` the N:M kept
     slots; ``active`` [F, P] False for GEMMs skipped whole; ``changed`` per-frame changed
-    element counts when delta processing applies."""
+    element counts when delta processing applies; ``out_write`` the output's format
+    (:mod:`accelsim.model.outwrite`; None: dense)."""
     nf, npf, m, k = az.shape
     n = wz.shape[-1]
     r, c = plan.rows, plan.cols
@@ -500,6 +504,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         dps_r = np.where(on, np.where(spill, ps_r1, 0), 0)
         dps_w = np.where(on, np.where(spill, ps_w1, 0), 0)
         out_w = np.where(on, np.where(kt == ni - 1, _bytes(blk * prec.a_bits)[:, None], 0), 0)
+    out_w, out_m = charge(np.broadcast_to(out_w, grid), out_write)  # consumer's format
 
     # --- register files: a gated pair gates its operand reads (docs/energy.md)
     ab, wb, ob = -(-a_bits // 8), -(-prec.w_bits // 8), -(-prec.out_bits // 8)
@@ -508,11 +513,11 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         "dram_a_read_bytes": int(da_d.sum()), "dram_a_read_meta_bytes": int(da_m.sum()),
         "dram_w_read_bytes": int(dw_d.sum()), "dram_w_read_meta_bytes": int(dw_m.sum()),
         "dram_psum_read_bytes": int(dps_r.sum()), "dram_psum_write_bytes": int(dps_w.sum()),
-        "dram_out_write_bytes": int(out_w.sum()),
+        "dram_out_write_bytes": int(out_w.sum()), "dram_out_write_meta_bytes": int(out_m.sum()),
         "glb_a_read_bytes": int(a_d.sum()), "glb_a_read_meta_bytes": int(a_m.sum()),
         "glb_w_read_bytes": int(w_d.sum()), "glb_w_read_meta_bytes": int(w_m.sum()),
         "glb_psum_read_bytes": int(ps_r.sum()), "glb_psum_write_bytes": int(ps_w.sum()),
-        "glb_out_write_bytes": int(out_w.sum()),
+        "glb_out_write_bytes": int(out_w.sum()), "glb_out_write_meta_bytes": int(out_m.sum()),
         "rf_a_read_bytes": performed * ab, "rf_w_read_bytes": performed * wb,
         "rf_out_read_bytes": performed * ob, "rf_out_write_bytes": performed * ob,
     }
@@ -537,9 +542,9 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         return np.ascontiguousarray(np.broadcast_to(x, grid), dtype=np.int64).reshape(-1)[sel]
 
     dram_in = flat(da_d + da_m + dw_d + dw_m + dps_r)
-    dram_out = flat(dps_w + out_w)
+    dram_out = flat(dps_w + out_w + out_m)
     glb_in = flat(a_d + a_m + w_d + w_m + ps_r)
-    glb_out = flat(ps_w + out_w)
+    glb_out = flat(ps_w + out_w + out_m)
     compute = flat(order_cycles)
     zero = np.zeros(1, np.int64)
     d_load = np.concatenate([dram_in, zero]) + np.concatenate([zero, dram_out])

@@ -73,7 +73,8 @@ def _tile_bytes(tile: np.ndarray, fmt: Any, bits: int) -> tuple[int, int]:
 
 
 def _new_fold(compute: int) -> dict[str, int]:
-    return {"compute": compute, "glb_rd": 0, "dram_rd": 0, "glb_wr": 0, "dram_wr": 0}
+    return {"compute": compute, "glb_rd": 0, "dram_rd": 0, "glb_wr": 0, "dram_wr": 0,
+            "out": 0}
 
 
 def _spread(folds: list[dict[str, int]], pass_folds: list[int], nbytes: int) -> None:
@@ -218,7 +219,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
             tot["dram_out_write_bytes"] += out_bytes
             folds[f]["glb_wr"] += out_bytes
             folds[f]["dram_wr"] += out_bytes
-
+            folds[f]["out"] = out_bytes  # dense; outputs/charge may swap the format
     # DRAM -> GLB: passes over the unique operands
     every = list(range(len(seq)))
     by_outer: dict[int, list[int]] = {}
@@ -275,3 +276,29 @@ def _timeline(folds: list[dict[str, int]], hw: HwConfig) -> int:
             cycles += load[f] + fold["compute"]
         cycles += load[len(folds)]
     return cycles
+
+
+def _charge_outputs(folds: list[dict[str, int]], frame_of: list[int],
+                    out_write: tuple[list[int], list[int]], tot: dict[str, int]) -> None:
+    """Write each frame's outputs in the consumer's format (docs/memory-model.md, "Output
+    writes"): frame t's ``out_write`` data and metadata bytes replace the dense bytes of
+    its folds, split in proportion to them in fold order, the i-th fold's share being
+    floor(T*c_i/D) - floor(T*c_(i-1)/D) with c the running sum of dense bytes."""
+    data, meta = out_write
+    for t in range(len(data)):
+        mine = [f for f in range(len(folds)) if frame_of[f] == t]
+        dense = sum(folds[f]["out"] for f in mine)
+        if dense == 0:
+            continue  # the frame writes nothing (its GEMMs were skipped)
+        run = 0
+        got_d = got_m = 0
+        for f in mine:
+            fold = folds[f]
+            run += fold["out"]
+            upto_d, upto_m = data[t] * run // dense, meta[t] * run // dense
+            share_d, share_m = upto_d - got_d, upto_m - got_m
+            got_d, got_m = upto_d, upto_m
+            for level in ("glb", "dram"):
+                tot[f"{level}_out_write_bytes"] += share_d - fold["out"]
+                tot[f"{level}_out_write_meta_bytes"] += share_m
+                fold[f"{level}_wr"] += share_d + share_m - fold["out"]

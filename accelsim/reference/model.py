@@ -58,7 +58,9 @@ from accelsim.reference.fields import (
 )
 from accelsim.reference.gemv import run_gemv, uses_gemv
 from accelsim.reference.memory import (
+    _charge_outputs,
     _memory_gemm,
+    _tile_bytes,
     _timeline,
     _transfer_cycles,
     _w_bytes,
@@ -88,16 +90,21 @@ class _Gemm:
 
 
 def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
-         per_gemm: list[int] | None = None, state_glb: int = 0) -> dict[str, int]:
+         per_gemm: list[int] | None = None, state_glb: int = 0,
+         out_write: tuple[list[int], list[int]] | None = None,
+         per_frame: int = 1) -> dict[str, int]:
     """Simulate GEMMs one after another as one layer. A GEMM that is not active is
     skipped whole: its dense MACs count as skipped, nothing else. ``a_bits``: bits of an
     A element (a_bits + 1 under delta); ``per_gemm`` collects each GEMM's compute
-    cycles; ``state_glb``: out-partition bytes taken by delta state."""
+    cycles; ``state_glb``: out-partition bytes taken by delta state; ``out_write``: per
+    frame, the (data, metadata) bytes of the output in its consumer's format (None:
+    dense), frames being runs of ``per_frame`` GEMMs."""
     a_bits = hw.precision.a_bits if a_bits is None else a_bits
     total = dict.fromkeys(ALL_FIELDS, 0)
     total["delta_gemms_skipped"] = 0
     all_folds: list[dict[str, int]] = []
-    for g in gemms:
+    frame_of: list[int] = []
+    for idx, g in enumerate(gemms):
         if not g.active:
             dense = g.a.shape[0] * g.a.shape[1] * g.w.shape[1]
             padding = 0
@@ -116,8 +123,12 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
         _add(total, counts)
         if per_gemm is not None:
             per_gemm.append(sum(fold_cycles.values()))
-        all_folds += _memory_gemm(g.a, g.w, g.unique_a, g.w_mode, fold_cycles, hw, total,
-                                  g.nm, a_bits, state_glb)
+        new = _memory_gemm(g.a, g.w, g.unique_a, g.w_mode, fold_cycles, hw, total,
+                           g.nm, a_bits, state_glb)
+        all_folds += new
+        frame_of += [idx // per_frame] * len(new)
+    if out_write is not None:
+        _charge_outputs(all_folds, frame_of, out_write, total)
     assert total["compute_cycles"] == sum(f["compute"] for f in all_folds)
     prec = hw.precision
     slots = total["macs_performed"] + total["macs_gated"]
@@ -395,10 +406,56 @@ def _resolve_formats(layer: Any, hw: HwConfig, gemms, nms) -> HwConfig:
     return dataclasses.replace(hw, formats=dataclasses.replace(hw.formats, **fmts))
 
 
-def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> dict[str, int]:
+def _consumer_bytes(consumer: Any, hw: HwConfig) -> tuple[list[int], list[int]]:
+    """Per frame, the (data, metadata) bytes of ``consumer``'s unique A operand in its A
+    format, its widths resolved for the consumer: group by group, element by element."""
+    a = np.asarray(consumer.a)
+    w = np.asarray(consumer.w)
+    w_is_act = consumer.kind == "matmul"
+    xs = [a[f] for f in range(a.shape[0])] if consumer.frames else [a]
+    frames = [(x, w[f] if (w_is_act and consumer.frames) else w) for f, x in enumerate(xs)]
+    per_frame = [_gemms_of_frame(consumer, fa, fw) for fa, fw in frames]
+    nms: list[_NM | None] = [None] * len(per_frame[0])
+    if hw.structured.n and not w_is_act:
+        nms = [_NM(hw.structured.n, hw.structured.m,
+                   _nm_kept(gw, hw.structured.n, hw.structured.m))
+               for _, gw, _ in per_frame[0]]
+    chw = _resolve_formats(consumer, hw, per_frame[0], nms)
+    data, meta = [], []
+    for gemms_f in per_frame:
+        d = m = 0
+        for _, _, ua in gemms_f:
+            dd, mm = _tile_bytes(ua, chw.formats.a, hw.precision.a_bits)
+            d, m = d + dd, m + mm
+        data.append(d)
+        meta.append(m)
+    return data, meta
+
+
+def _out_write(layer: Any, consumer: Any, hw: HwConfig, per_frame) -> tuple | None:
+    """(data, meta) per frame when ``consumer``'s input is exactly this layer's output
+    (docs/memory-model.md, "Output writes"), else None (dense)."""
+    if consumer is None or consumer.meta.get("input_from") != layer.name:
+        return None
+    if hw.delta.enabled and consumer.frames and consumer.kind != "matmul":
+        return None  # the delta encoder reads the dense tensor
+    if bool(consumer.frames) != bool(layer.frames):
+        return None
+    if consumer.frames and np.shape(consumer.a)[0] != np.shape(layer.a)[0]:
+        return None
+    outputs = sum(ga.shape[0] * gw.shape[1] for gemms_f in per_frame for ga, gw, _ in gemms_f)
+    if np.asarray(consumer.a).size != outputs:
+        return None
+    return _consumer_bytes(consumer, hw)
+
+
+def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False,
+                   consumer: Any = None) -> dict[str, int]:
     """Simulate every GEMM of ``layer`` (frame-major, then group / batch index) as one
     fold sequence: summed counts and traffic, one stall timeline, plus the delta state
-    traffic and cycles. ``with_skipped`` adds ``delta_gemms_skipped``."""
+    traffic and cycles. ``with_skipped`` adds ``delta_gemms_skipped``. ``consumer``: the
+    layer reading this layer's output (its outputs are then written in its A format
+    where the chain is exact)."""
     a = np.asarray(layer.a)
     w = np.asarray(layer.w)
     w_is_act = layer.kind == "matmul"
@@ -418,6 +475,7 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
         n_keep, m_group = hw.structured.n, hw.structured.m
         nms = [_NM(n_keep, m_group, _nm_kept(gw, n_keep, m_group))
                for _, gw, _ in per_frame[0]]
+    out_write = _out_write(layer, consumer, hw, per_frame)
     hw = _resolve_formats(layer, hw, per_frame[0], nms if use_nm else [None] * len(nms))
     a_bits = hw.precision.a_bits + (1 if delta else 0)
     state_glb = 0
@@ -452,8 +510,17 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False) -> d
     per_gemm: list[int] = []
     if uses_gemv(hw, per_frame[0][0][0].shape[0]):
         total = run_gemv(gemms, hw, len(per_frame[0]), not w_is_act, a_bits, per_gemm)
+        if out_write is not None:  # y rows leave as the consumer's format, per frame
+            n_g = len(per_frame[0])
+            ran = [any(g.active for g in gemms[f * n_g:(f + 1) * n_g])
+                   for f in range(len(per_frame))]
+            for level in ("glb", "dram"):
+                total[f"{level}_out_write_bytes"] = sum(
+                    d for d, on in zip(out_write[0], ran, strict=True) if on)
+                total[f"{level}_out_write_meta_bytes"] = sum(
+                    m for m, on in zip(out_write[1], ran, strict=True) if on)
     else:
-        total = _run(gemms, hw, a_bits, per_gemm, state_glb)
+        total = _run(gemms, hw, a_bits, per_gemm, state_glb, out_write, len(per_frame[0]))
     if delta:
         ga0, gw0, _ = per_frame[0][0]
         n_g = len(per_frame[0])

@@ -104,6 +104,9 @@ class _Capture:
     seq: bool = False  # ``a`` has a leading time-step axis
     params: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: (producer entry, operators since its output) when ``a`` is a traced layer's
+    #: output carried through single-tensor operators (meta.input_from / input_ops)
+    src: Any = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -379,6 +382,8 @@ class _Recorder:
         from torch.utils.weak import WeakTensorKeyDictionary
 
         self.tags = WeakTensorKeyDictionary()
+        #: tensor -> (entry of the layer whose output it is, aten operators since)
+        self.chain = WeakTensorKeyDictionary()
         cells = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
         rnns = (nn.LSTM, nn.GRU, nn.RNN)
         scripted: list[str] = []
@@ -432,6 +437,8 @@ class _Recorder:
             try:
                 if kind == "gemm" and frame.claimed is not None:
                     cap = capture(mod, args, kwargs)[0]
+                    if "padding_applied" not in cap.meta:  # else a padded copy
+                        cap.src = self._chain_of(args[0] if args else kwargs["input"])
                     cap.meta["module"] = name
                     cap.meta["module_type"] = type(mod).__name__
                     frame.claimed.cap = cap
@@ -508,7 +515,7 @@ class _Recorder:
         if frame.kind == "gemm" and frame.claimed is None and self._is_own(frame.mod, prod):
             frame.claimed = _Entry(frame.name, None, self._group())
             self.entries.append(frame.claimed)
-            return ("claimed", None)
+            return ("claimed", frame.claimed)
         entry = self._capture(op, prod, frame)
         if entry is None:
             return None
@@ -550,23 +557,25 @@ class _Recorder:
                 meta["parameter"] = pname
                 base = self._weight_name(pname, frame)
             cap = _Capture(f"conv{nsp}d", _np(prod.a), _np(prod.b), params=dict(prod.conv),
-                           meta=meta)
+                           meta=meta, src=self._chain_of(prod.a))
             return _Entry(base, cap, group)
         a, b = prod.a, prod.b
         pa, pb = self._param(a), self._param(b)
+        src = self._chain_of(a)
         if pb is None and pa is not None:  # W @ X: record X^T @ W^T, W as the weight
             a, b, pb = b.transpose(-1, -2), a.transpose(-1, -2), pa
             meta["operands_swapped"] = True
+            src = None  # A is a transposed activation, not a layer's output as written
         if pb is not None and (b.dim() == 2 or b.shape[0] == 1 or b.stride(0) == 0):
             w = b if b.dim() == 2 else b[0]
             x = a if a.dim() == 2 else a.reshape(-1, a.shape[-1])
             meta["parameter"] = pb
-            cap = _Capture("linear", _np(x), _np(w.transpose(0, 1)), meta=meta)
+            cap = _Capture("linear", _np(x), _np(w.transpose(0, 1)), meta=meta, src=src)
             return _Entry(self._weight_name(pb, frame), cap, group)
         if pb is not None:
             meta["b_parameter"] = pb
         role = "pv" if self._tag(a) == ("softmax", None) else "matmul"
-        cap = _Capture("matmul", _np(a), _np(b), meta=meta)
+        cap = _Capture("matmul", _np(a), _np(b), meta=meta, src=src)
         return _Entry(frame.name, cap, group, role=role)
 
     def _tag(self, t):
@@ -574,6 +583,30 @@ class _Recorder:
             return self.tags.get(t)
         except TypeError:
             return None
+
+    def _chain_of(self, t):
+        try:
+            return self.chain.get(t)
+        except TypeError:
+            return None
+
+    def _carry_chain(self, op: str, args: tuple, out, token) -> None:
+        """A product's output starts a chain; an operator with one tensor operand that
+        is on a chain continues it (its name appended); any other operator ends it."""
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        if token is not None:
+            link = (token[1], ())
+        else:
+            ins = [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
+            src = self._chain_of(ins[0]) if len(ins) == 1 else None
+            if src is None:
+                return
+            link = (src[0], src[1] + (f"aten.{op}",))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.chain[t] = link
 
     def after(self, op: str, args: tuple, out, token) -> None:
         if self.suppress:
@@ -583,8 +616,9 @@ class _Recorder:
 
         from accelsim.tracing import _dispatch as D
 
+        self._carry_chain(op, args, out, token)
         if token is not None:
-            tag = ("gemm", token[1])
+            tag = ("gemm", token[1] if token[0] == "entry" else None)
         elif op in D.SOFTMAX_OPS:
             src = self._tag(args[0])
             if src and src[0] == "gemm" and src[1] is not None and src[1].role == "matmul":
@@ -622,6 +656,7 @@ class _Recorder:
         out: list[tuple[str, _Capture]] = []
         counts: dict[str, int] = {}
         names: dict[int, str] = {}
+        final: dict[int, str] = {}  # id(entry) -> layer name
         for e in self.entries:
             if e.cap is None:
                 continue
@@ -633,6 +668,13 @@ class _Recorder:
                 counts[e.stem] = i + 1
                 names[e.group] = e.stem if i == 0 else f"{e.stem}@{i}"
             out.append((names[e.group] + (f".{e.sub}" if e.sub else ""), e.cap))
+            final[id(e)] = out[-1][0]
+        for _, cap in out:  # the layer whose output is this layer's A operand
+            src = cap.src
+            if src is not None and id(src[0]) in final:
+                cap.meta["input_from"] = final[id(src[0])]
+                cap.meta["input_ops"] = list(src[1])
+            cap.src = None
         return out
 
     def close(self) -> None:
