@@ -388,6 +388,8 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
         res, mem = simulate_gemv(layer, az, wz, hw, rz=rz, active=active, a_mask=a_mask,
                                  changed=changed, out_write=out_write)
     else:
+        # the compute result depends on the operands (ops.key) and on hw minus
+        # reuse.NON_COMPUTE_KEYS; anything else simulate_masks is given must join the key
         key = None if ops.key is None else ("gemm", ops.key, cache.compute_key(hw))
         res = None if key is None else cache.get(key)
         if res is None:
