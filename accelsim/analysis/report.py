@@ -281,10 +281,13 @@ def with_totals(df: pd.DataFrame) -> pd.DataFrame:
     # text (and other) columns: as pandas' concat types them (object where the TOTAL
     # row has a value, the column's own dtype where it is missing)
     other = [c for c, s in cols if not (pd.api.types.is_integer_dtype(s.dtype)
-                                        or pd.api.types.is_float_dtype(s.dtype))]
+                                        or pd.api.types.is_float_dtype(s.dtype)
+                                        or s.dtype == object
+                                        or isinstance(s.dtype, pd.StringDtype))]
     texts = pd.concat([_plain(df)[other],
                        pd.Series({c: tot[c] for c in other if c in tot},
-                                 dtype=object).to_frame().T], ignore_index=True)
+                                 dtype=object).to_frame().T], ignore_index=True) \
+        if other else None
     data: dict[str, Any] = {}
     for col, s in cols:
         has = col in tot
@@ -301,6 +304,12 @@ def with_totals(df: pd.DataFrame) -> pd.DataFrame:
             vals[:-1] = s.to_numpy(np.float64)
             vals[-1] = float(tot[col]) if has else np.nan
             data[col] = vals
+        elif texts is None or col not in texts:  # object or text
+            vals = np.empty(n + 1, object)
+            vals[:-1] = s.to_numpy(object)
+            vals[-1] = tot[col] if has else np.nan
+            # a value in the TOTAL row makes the column object; none keeps its dtype
+            data[col] = pd.Series(vals, dtype=object if has else s.dtype)
         else:
             data[col] = texts[col]
     out = pd.DataFrame(data, columns=[c for c, _ in cols])
