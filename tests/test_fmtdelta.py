@@ -178,16 +178,21 @@ def test_delta_operands_are_a_bits_plus_one_wide():
 def test_state_glb_takes_out_partition_room():
     """ws on 2x2, linear 6 x 4 -> N = 2: psum block Y[:, j] = 6 x 2 x 4 = 48 bytes.
     One frame's state = 6·4 + 6·2·4 = 72 bytes. out_kib = 100 B holds the psums alone
-    (no spill) but not next to the state under state: glb (100 − 72 < 48: they spill);
-    an 80-byte partition refuses the state outright (80 − 72 < one 2x2 tile, 16 bytes)."""
+    but not next to the state under state: glb (100 − 72 = 28 < 48): the GLB mapping
+    then cuts M (ws's temporal dim) to 3 rows (3 x 2 x 4 = 24 bytes of live psums), so
+    no partial sums reach DRAM (W, a single GLB tile, is still fetched once); an 80-byte
+    partition refuses the state outright (80 − 72 < one 2x2 tile, 16 bytes)."""
     rng = np.random.default_rng(4)
     x = rng.integers(-3, 4, (2, 6, 4)).astype(np.int8)
     layer = linear("l", x, rng.integers(-2, 3, (2, 4)).astype(np.int8), frames=True)
     kw = dict(flow="ws", policy="none", rows=2, cols=2, out_kib=100 / 1024)
-    dram = same(layer, hw_of(delta={"enabled": True, "state": "dram"}, **kw))
-    glb = same(layer, hw_of(delta={"enabled": True, "state": "glb"}, **kw))
-    assert dram["dram_psum_write_bytes"] == 0
-    assert glb["dram_psum_write_bytes"] == glb["glb_psum_write_bytes"] > 0
+    hw_dram = hw_of(delta={"enabled": True, "state": "dram"}, **kw)
+    hw_glb = hw_of(delta={"enabled": True, "state": "glb"}, **kw)
+    dram, glb = same(layer, hw_dram), same(layer, hw_glb)
+    assert dram["dram_psum_write_bytes"] == glb["dram_psum_write_bytes"] == 0
+    assert engine.simulate_layer(layer, hw_dram).mem.mapping[1] == 6
+    assert engine.simulate_layer(layer, hw_glb).mem.mapping[1] == 3
+    assert glb["dram_w_read_bytes"] == dram["dram_w_read_bytes"] == 8
     with pytest.raises(SimulationError, match=r"delta\.state: glb: the 72-byte delta state "
                                               r"does not fit"):
         engine.simulate_layer(layer, hw_of(delta={"enabled": True, "state": "glb"},

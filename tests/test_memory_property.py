@@ -262,44 +262,53 @@ def test_reference_hand_os_stalls():
     """os on 2x2, A 3x2 and W 2x3 all ones, dense int8: 4 folds of 2 + 2 cycles (fill
     per fold, SCALE-Sim's count).
 
-    GLB reads per fold: A (4, 4, 2, 2) + W (4, 2, 4, 2) bytes; outputs (4, 2, 2, 1) bytes.
-    DRAM: A and W 6 bytes each, resident, shares (1, 2, 1, 2) each.
-    With dram 1 B/cycle and glb 2 B/cycle: load = (4, 8, 4, 6, 1).
+    The GLB tile is the whole GEMM (A 6 bytes, W 6, x2 fits 64 KiB): one tile, its 12
+    DRAM bytes on the first fold. GLB reads per fold: A (4, 4, 2, 2) + W (4, 2, 4, 2)
+    bytes; outputs (4, 2, 2, 1) bytes. With dram 1 B/cycle and glb 2 B/cycle:
+    load = (max(12, 4), max(4, 5), max(2, 4), max(2, 3), max(1, 1)) = (12, 5, 4, 3, 1).
     """
     a, w = np.ones((3, 2), np.int8), np.ones((2, 3), np.int8)
     res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "os", dram_bw=1.0, glb_bw=2.0,
-                                                         timing="scalesim"))
+                                                timing="scalesim"), with_mapping=True)
     expect = {"folds": 4, "compute_cycles": 16, "dram_a_read_bytes": 6,
               "dram_w_read_bytes": 6, "glb_a_read_bytes": 12, "glb_w_read_bytes": 12,
               "glb_out_write_bytes": 9, "dram_out_write_bytes": 9, "rf_a_read_bytes": 18,
               "rf_out_read_bytes": 72, "rf_a_write_bytes": 12, "glb_psum_read_bytes": 0,
-              "cycles": 4 + 8 + 4 + 6 + 4, "stall_cycles": 10}
+              "cycles": 12 + 5 + 4 + 4 + 4, "stall_cycles": 13,
+              "map_order": "mnk", "map_tm": 3, "map_tn": 3, "map_tk": 2}
     assert {k: res[k] for k in expect} == expect
     res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "os", dram_bw=1.0, glb_bw=2.0,
                                                 db=False, timing="scalesim"))
-    assert res["cycles"] == (4 + 8 + 4 + 6 + 1) + 16
+    assert res["cycles"] == (12 + 5 + 4 + 3 + 1) + 16
 
 
-def test_reference_hand_ws_spill():
-    """ws on 2x2, A 3x3, W 3x4 all ones: folds (j, kt) = (0,0) (0,1) (1,0) (1,1).
-
-    A (9 bytes) does not fit a 4-byte partition: read once per N tile, shares (4, 5).
-    W (12 bytes) is resident: shares (3, 3, 3, 3). The psum block Y[:, j] is 3x2x4 = 24
-    bytes > 16: it spills, written at kt = 0 and read back at kt = 1. Outputs 6 bytes.
-    dram reads (7, 32, 7, 32), dram writes (24, 6, 24, 6); at 4 B/cycle
-    load = (2, 14, 4, 14, 2); compute 7 per fold (fill per fold, SCALE-Sim's count).
-    """
+def test_reference_hand_ws_tiled():
+    """ws on 2x2, A 3x3, W 3x4 all ones, a_kib 4 bytes, out_kib 16 bytes, no double
+    buffering. auto halves from the whole GEMM (3, 4, 3): A 9 bytes > 4, halve k (an
+    array dim) to 2: A 6 > 4, k is one fold, halve m (temporal) to 2: A 4 fits. Tk < K,
+    so the 2x4 output tile (32 bytes) must fit 16: halve n to 2. Tile (2, 2, 2), order
+    nmk, trips m 2, n 2, k 2. A (m, k) is fetched once per n: 2 x 9 = 18 bytes; W
+    (n, k) once per m: 2 x 12 = 24; k runs inside the output tile's loops: no partial
+    sums reach DRAM (the old model spilled 48 + 48 bytes here). GLB partial sums stay
+    per array fold: 48 read, 48 written."""
     a, w = np.ones((3, 3), np.int8), np.ones((3, 4), np.int8)
     kw = dict(a_kib=4 / 1024, out_kib=16 / 1024, dram_bw=4.0, timing="scalesim")
-    res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "ws", db=False, **kw))
+    hw = make_hw(2, 2, 1, "ws", db=False, **kw)
+    res = reference.simulate_gemm(a, w, hw, with_mapping=True)
     expect = {"compute_cycles": 28, "dram_a_read_bytes": 18, "glb_a_write_bytes": 18,
-              "dram_w_read_bytes": 12, "dram_psum_read_bytes": 48,
-              "dram_psum_write_bytes": 48, "glb_psum_read_bytes": 48,
+              "dram_w_read_bytes": 24, "dram_psum_read_bytes": 0,
+              "dram_psum_write_bytes": 0, "glb_psum_read_bytes": 48,
               "glb_psum_write_bytes": 48, "glb_out_write_bytes": 12,
-              "glb_a_read_bytes": 18, "glb_w_read_bytes": 12, "cycles": 36 + 28}
+              "glb_a_read_bytes": 18, "glb_w_read_bytes": 12,
+              "map_order": "nmk", "map_tm": 2, "map_tn": 2, "map_tk": 2}
     assert {k: res[k] for k in expect} == expect
-    res = reference.simulate_gemm(a, w, make_hw(2, 2, 1, "ws", db=True, **kw))
-    assert res["cycles"] == 2 + 14 + 7 + 14 + 7
+    check_gemm(a, w, hw)
+    # k outermost: each output tile is left after every K tile, (2 - 1) round trips of
+    # its partial sums: 4 tiles (2x2, 1x2, ...) = 16 + 16 + 8 + 8 bytes each way
+    hw_k = hw.with_overrides({"mapping.loop_order": "kmn", "mapping.glb_tile": [2, 2, 2]})
+    res = reference.simulate_gemm(a, w, hw_k)
+    assert res["dram_psum_read_bytes"] == res["dram_psum_write_bytes"] == 48
+    check_gemm(a, w, hw_k)
 
 
 def test_reference_weights_resident_across_frames():
@@ -337,11 +346,12 @@ def test_reference_zeroing_never_adds_traffic_or_cycles(data, hw):
     t2[r, c] = 0
     a2, w2 = (t2 if which == "a" else a), (t2 if which == "w" else w)
     try:
-        before = reference.simulate_gemm(a, w, hw)
-    except SimulationError:  # widths too narrow: they depend on shapes, not values
-        with pytest.raises(SimulationError):
-            reference.simulate_gemm(a2, w2, hw)
+        before = reference.simulate_gemm(a, w, hw, with_mapping=True)
+    except SimulationError:  # widths too narrow, or no legal GLB tile (zeroing may help)
         return
+    # on the same GLB mapping (zeroing never grows a tile, so it stays legal)
+    hw = hw.with_overrides({"mapping.loop_order": before["map_order"], "mapping.glb_tile":
+                            [before["map_tm"], before["map_tn"], before["map_tk"]]})
     after = reference.simulate_gemm(a2, w2, hw)
     for key in reference.MEMORY_FIELDS:
         if key == "stall_cycles":  # less compute can expose more of a load
@@ -351,18 +361,18 @@ def test_reference_zeroing_never_adds_traffic_or_cycles(data, hw):
         assert after[key] <= before[key], key
 
 
-def test_reference_zeroing_can_add_cycles_through_shares():
-    """Not a bug, a property of the spec: fewer DRAM bytes of a pass can land on a
-    different fold (3 bytes over 6 folds: 0 1 0 1 0 1; 2 bytes: 0 0 1 0 0 1), so with
-    finite DRAM bandwidth zeroing an element can add a stall cycle."""
+def test_no_legal_tile_is_one_line_error():
+    """A partition of one dense array tile cannot hold that tile twice: with double
+    buffering no GLB tile is legal, and both models refuse the layer in one line that
+    names the layer, the operand and the sizes; without it the tile fits."""
     a = np.array([[0, 1], [1, 0], [0, 1]], np.int8)
-    less = np.array([[0, 0], [1, 0], [0, 1]], np.int8)
     w = np.ones((2, 1), np.int8)
     hw = make_hw(1, 1, 1, "is", "none", fa="bitmask", dram_bw=1.0, a_kib=1 / 1024,
                  w_kib=1 / 1024, out_kib=4 / 1024, timing="scalesim")
-    before, after = reference.simulate_gemm(a, w, hw), reference.simulate_gemm(less, w, hw)
-    assert before["compute_cycles"] == after["compute_cycles"] == 12
-    assert before["dram_a_read_bytes"] == 3 and after["dram_a_read_bytes"] == 2
-    assert (before["cycles"], after["cycles"]) == (14, 15)
-    check_gemm(a, w, hw)
-    check_gemm(less, w, hw)
+    with pytest.raises(SimulationError, match=r"'gemm'.*A tile.*a_kib") as err:
+        engine.simulate_gemm(a, w, hw)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SimulationError):
+        reference.simulate_gemm(a, w, hw)
+    check_gemm(a, w, make_hw(1, 1, 1, "is", "none", fa="bitmask", dram_bw=1.0,
+                             a_kib=1 / 1024, w_kib=1 / 1024, out_kib=4 / 1024, db=False))

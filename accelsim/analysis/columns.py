@@ -107,6 +107,11 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
     ("macs_wide_gated", "count", "delta", "gated MACs whose A operand is a_bits + 1 wide"),
     ("a_operand_bits", "dim", "layer", "bits of the A operand as stored, moved and "
      "multiplied: a_bits, or a_bits + 1 for delta layers"),
+    ("map_order", "text", "layer", "GLB mapping: the DRAM -> GLB loop order over (m, n, k), "
+     "outer to inner (docs/memory-model.md; empty on the GEMV engine)"),
+    ("map_tm", "dim", "layer", "GLB mapping: tile size along M (0 on the GEMV engine)"),
+    ("map_tn", "dim", "layer", "GLB mapping: tile size along N (0 on the GEMV engine)"),
+    ("map_tk", "dim", "layer", "GLB mapping: tile size along K (0 on the GEMV engine)"),
     ("kv_in_dram", "flag", "kv", "1 when the KV cache does not fit its buffer and lives "
      "in DRAM"),
     ("skip_scan_ops", "count", "skip", "operand pairs a scanning PE looked at and "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import pandas as pd
 
 from accelsim.errors import safe_text
 from accelsim.io.hwconfig import HwConfig, load_hwconfig
-from accelsim.io.trace import Trace, load_trace
+from accelsim.io.trace import Trace, load_trace, release_pages
 from accelsim.model.energy import energy_of, load_energy_table, prices
 from accelsim.model.engine import LayerStats, check_delta_thresholds, simulate_layer
 from accelsim.model.kvcache import KV_KEYS
@@ -69,6 +69,8 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
                               else float("nan"))
     row["state_bytes"] = sum(stats.mem.counts[k] for k in STATE_BYTE_KEYS)
     row["a_operand_bits"] = stats.a_operand_bits or hw.precision.a_bits
+    mp = getattr(stats.mem, "mapping", None) or ("", 0, 0, 0)
+    row.update(map_order=mp[0], map_tm=mp[1], map_tn=mp[2], map_tk=mp[3])
     row["dram_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("dram_"))
     row["glb_bytes"] = sum(v for k, v in stats.mem.counts.items() if k.startswith("glb_"))
     row.update(energy_of(row, price))
@@ -76,7 +78,8 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
 
 
 _INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
-                "size_w", "dram_bytes", "glb_bytes", "state_bytes", "a_operand_bits"]
+                "size_w", "dram_bytes", "glb_bytes", "state_bytes", "a_operand_bits",
+                "map_tm", "map_tn", "map_tk"]
 
 
 def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
@@ -113,7 +116,9 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              overrides: Mapping[str, Any] | None = None, *,
              functional: bool = False, per_frame: bool = False,
              thresholds: Mapping[str, Any] | None = None,
-             max_memory: int | str | None = None, cache: Any = None) -> pd.DataFrame:
+             max_memory: int | str | None = None,
+             progress: Callable[[int, int, str], None] | None = None,
+             cache: Any = None) -> pd.DataFrame:
     """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
 
     ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
@@ -132,6 +137,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     ``max_memory`` (bytes, or a size like ``"4G"``; default half the physical memory)
     bounds what one layer may allocate: a layer estimated to need more is refused with
     a :class:`~accelsim.errors.SimulationError` before anything is allocated.
+    ``progress(done, total, layer_name)`` is called after each layer (the CLI's
+    progress bar).
     ``cache`` (a :class:`accelsim.model.reuse.WorkCache`) keeps config-independent work
     (lowered masks, and the compute model's result keyed by the compute part of the
     config) for later calls on the same trace; the results are the same without it.
@@ -153,7 +160,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     readers = consumers(trace)  # outputs the next layer reads (docs/memory-model.md)
     rows = []
     frames = []
-    for layer in trace.layers:
+    for done, layer in enumerate(trace.layers, start=1):
         th = resolved.get(layer.name)
         exact = layer
         if th is not None:
@@ -177,6 +184,9 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
                        else {"delta_err_max": nan, "delta_err_rms": nan,
                              "delta_err_rel": nan, "delta_exact": nan})
         rows.append(row)
+        release_pages(exact)  # a memory-mapped trace keeps one layer resident
+        if progress is not None:
+            progress(done, len(trace.layers), layer.name)
         if per_frame:
             per = stats.size_a // stats.shape.frames
             for t in range(stats.shape.frames):
@@ -219,7 +229,8 @@ def _frame(rows: list[dict[str, Any]], ints: list[str]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-_NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits")
+_NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits", "map_tm", "map_tn",
+               "map_tk")
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:

@@ -175,6 +175,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(s) for s in args.set or [])
     if args.threshold:
         overrides.update(_threshold_overrides(args.threshold))
+    if args.backend:
+        overrides["backend"] = args.backend
     trace, hw = _simulate_inputs(args, overrides)
     if args.prune:
         trace = _prune(trace, args.prune, args)
@@ -192,7 +194,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             print(text)
         _emit(args, frames, columns, fmt, prov, text)
         return 0
-    df = simulate(trace, hw, functional=args.functional, max_memory=args.max_memory)
+    bar = _LayerBar(args.progress or (sys.stderr.isatty() and len(trace) > 1), len(trace))
+    try:
+        df = simulate(trace, hw, functional=args.functional, max_memory=args.max_memory,
+                      progress=bar)
+    finally:
+        bar.close()
     full = with_totals(df)
     columns = _pick_columns(args, full, SIMULATE_DEFAULT)
     text = render(full, columns, WIDTH)
@@ -238,6 +245,29 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     _emit(args, full, columns, fmt, prov, "\n".join(lines + [text] + summary))
     _write_report_dir(args, full, hw, prov, summary)
     return 0
+
+
+class _LayerBar:
+    """tqdm bar over the layers of ``simulate`` on stderr (``--progress``, or a TTY)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="layer", dynamic_ncols=True, file=sys.stderr,
+                            desc="simulate")
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if self.bar is not None:
+            from accelsim.errors import safe_text
+
+            self.bar.set_postfix_str(safe_text(name)[:40], refresh=False)
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _frame_notes(args: argparse.Namespace, trace, hw) -> list[str]:
@@ -576,6 +606,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-memory", metavar="SIZE", type=_size,
                    help="refuse a layer whose working set would exceed SIZE (e.g. 4G, "
                         "512M; default half the physical memory)")
+    s.add_argument("--backend", choices=("auto", "numpy", "torch"),
+                   help="where the mask products run (same as --set backend=...): numpy, "
+                        "torch (CUDA when present) or auto (torch on a CUDA device, else "
+                        "numpy); results are identical")
+    s.add_argument("--progress", action="store_true",
+                   help="a progress bar over the layers on stderr (default: only when "
+                        "stderr is a terminal and the trace has several layers)")
     s.add_argument("--no-baseline", action="store_true",
                    help="with delta or N:M on, skip the comparison run without them")
     s.set_defaults(func=_cmd_simulate)

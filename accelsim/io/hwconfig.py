@@ -58,14 +58,15 @@ MAX_KIB = 2.0**30
 def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
         le: float | None = None, choices: tuple[str, ...] | None = None,
         allow_inf: bool = False, auto: bool = False, per_layer: bool = False,
-        doc: str = "") -> Any:
+        tile: bool = False, doc: str = "") -> Any:
     """Declare a config field with its constraints (read by the loader). Numbers are
     always finite (NaN never passes) unless ``allow_inf``; integers and floats without
     ``le`` are bounded by :data:`INT_LIMIT` / :data:`FLOAT_LIMIT`. ``auto``: the string
     ``"auto"`` is accepted besides the number; ``per_layer``: a number or a mapping from
-    layer name (or glob) to a number."""
+    layer name (or glob) to a number; ``tile``: ``"auto"`` or a list of three entries,
+    each an integer >= 1 or ``"full"``."""
     meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "allow_inf": allow_inf,
-            "auto": auto, "per_layer": per_layer, "doc": doc}
+            "auto": auto, "per_layer": per_layer, "tile": tile, "doc": doc}
     if isinstance(default, type) and dataclasses.is_dataclass(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -277,6 +278,20 @@ class FetchSkipConfig:
                                                 "when any of its rows is needed")
 
 
+LOOP_ORDERS = ("mnk", "mkn", "nmk", "nkm", "kmn", "knm")
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    loop_order: str = opt("auto", choices=("auto",) + LOOP_ORDERS,
+                          doc="DRAM -> GLB loop order over (m, n, k), outer to inner; auto: "
+                              "the dataflow's (os mnk, ws nmk, is mnk)")
+    glb_tile: object = opt("auto", tile=True,
+                           doc="GLB tile [Tm, Tn, Tk] (integers or full), or auto: the "
+                               "largest legal tile found by halving from the dataflow's "
+                               "start tile (docs/memory-model.md)")
+
+
 @dataclass(frozen=True)
 class HwConfig:
     name: str = opt(doc="config name")
@@ -306,8 +321,15 @@ class HwConfig:
                                                  "GEMV lanes")
     fetch_skip: FetchSkipConfig = opt(FetchSkipConfig, doc="skip fetching W rows of zero "
                                                            "inputs (GEMV engine)")
+    mapping: MappingConfig = opt(MappingConfig, doc="loop order and tile at the global "
+                                                    "buffer (docs/memory-model.md)")
     energy: str = opt("45nm_horowitz", doc="energy table: a shipped name "
                                            "(accelsim/hwconfigs/energy/) or a path")
+    backend: str = opt("auto", choices=("auto", "numpy", "torch"),
+                       doc="where the mask products run: numpy, torch (CUDA when present), "
+                           "auto (torch on CUDA for large GEMMs when there is a device, else "
+                           "numpy); results are identical, so it is not part of the config "
+                           "hash")
     description: str = opt("", doc="free text")
 
     def _validate(self, where: str, prefix: str) -> None:
@@ -432,11 +454,18 @@ class HwConfig:
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        tile = out["mapping"]["glb_tile"]
+        if isinstance(tile, tuple):  # YAML and JSON write lists
+            out["mapping"]["glb_tile"] = list(tile)
+        return out
 
     def config_hash(self) -> str:
-        """Stable short hash of the resolved config (key order independent)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable short hash of the resolved config (key order independent). ``backend``
+        is left out: it says where the products run, and changes no result."""
+        raw = self.to_dict()
+        raw.pop("backend", None)
+        blob = json.dumps(raw, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> HwConfig:
@@ -539,11 +568,29 @@ def check_value(value: Any, ftype: Any, meta: Mapping[str, Any], where: str,
                 key: str) -> Any:
     """A leaf config value checked against its field: ``auto`` fields take ``"auto"`` or
     an integer, ``per_layer`` fields a number or a mapping of layer names to numbers."""
+    if meta.get("tile"):
+        return _check_tile(value, where, key)
     if meta.get("auto"):
         return value if value == "auto" else _check_scalar(value, int, meta, where, key)
     if meta.get("per_layer"):
         return _per_layer(value, meta, where, key)
     return _check_scalar(value, ftype, meta, where, key)
+
+
+def _check_tile(value: Any, where: str, key: str) -> Any:
+    """``"auto"``, or [Tm, Tn, Tk] with each entry an integer >= 1 or ``"full"``: a tuple."""
+    if value == "auto":
+        return value
+    expect = "auto or a list [Tm, Tn, Tk] of integers >= 1 or full"
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ConfigError(f"{where}: {key}: expected {expect}, got {show_value(value)}")
+    for dim, v in zip("mnk", value, strict=True):
+        if v == "full":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= INT_LIMIT:
+            raise ConfigError(f"{where}: {key}: T{dim}: expected an integer >= 1 or full, "
+                              f"got {show_value(v)}")
+    return tuple(value)
 
 
 def _per_layer(value: Any, meta: Mapping[str, Any], where: str, key: str) -> Any:

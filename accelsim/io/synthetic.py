@@ -142,3 +142,84 @@ def decode_attention_trace(blocks: int = 2, heads: int = 4, kv_heads: int = 2,
                  provenance={"synthetic": True,
                              "generator": "accelsim.synthetic.decode_attention_trace",
                              "heads": heads, "kv_heads": kv_heads, "seed": seed})
+
+
+def lean_tensor(shape: Sequence[int], density: float, rng: np.random.Generator,
+                block: int = 2**16) -> np.ndarray:
+    """Like :func:`random_tensor` (int8, nonzeros uniform in [-127, 127] without 0 at
+    ``density``), but drawn about ``block`` elements at a time, so that a large tensor
+    needs about its own int8 size and no more (other values than random_tensor's)."""
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    shape = tuple(int(s) for s in shape)
+    out = np.empty(shape, np.int8)
+    flat = out.reshape(-1, shape[-1]) if shape else out.reshape(1, 1)
+    rows = max(1, block // max(flat.shape[1], 1))
+    for i in range(0, flat.shape[0], rows):
+        blk = rng.integers(1, 128, size=flat[i:i + rows].shape, dtype=np.int8)
+        blk[rng.random(blk.shape, dtype=np.float32) < 0.5] *= -1
+        blk[rng.random(blk.shape, dtype=np.float32) >= density] = 0
+        flat[i:i + rows] = blk
+    return out
+
+
+#: the GEMM shapes of a 7B decoder (LLaMA-7B: hidden 4096, 32 heads, FFN 11008)
+DECODER_7B = {"hidden": 4096, "ffn": 11008, "heads": 32, "tokens": 2048}
+
+
+def decoder_layers(n_layers: int = 1, *, hidden: int = 4096, ffn: int = 11008,
+                   heads: int = 32, tokens: int = 2048, density_a: float = 0.5,
+                   density_w: float = 0.5, causal: bool = True, first: int = 0,
+                   seed: int = 0):
+    """**Synthetic** decoder blocks with the GEMM shapes of a 7B model's prefill of
+    ``tokens`` tokens, as a generator of layers, one at a time (each block's tensors
+    exist only while its layers are used, so a stack of any depth streams into
+    :func:`accelsim.io.trace.write_trace` or a simulation in the memory of one layer).
+
+    Per block ``i`` (from ``first``): ``blocks.i.attn.{q,k,v,o}_proj`` (linear hidden ->
+    hidden), ``blocks.i.attn.qk`` (matmul ``q @ kᵀ`` per head: heads x tokens x
+    head_dim x tokens) and ``blocks.i.attn.pv`` (``p @ v``, p causal when ``causal``:
+    zero above the diagonal), ``blocks.i.mlp.{gate,up}_proj`` (hidden -> ffn) and
+    ``blocks.i.mlp.down_proj`` (ffn -> hidden). Values are uniform random at the given
+    densities: shapes are real, sparsity patterns are not. Block ``i``'s values depend
+    only on ``seed`` and ``i``, so a slice of a stack equals the same slice of a deeper
+    one."""
+    if hidden % heads:
+        raise ValueError(f"hidden {hidden} must be a multiple of heads {heads}")
+    hd = hidden // heads
+    da, dw = density_a, density_w
+    for i in range(first, first + n_layers):
+        rng = np.random.default_rng([seed, i])
+        pre = f"blocks.{i}"
+        for proj in ("q", "k", "v", "o"):
+            yield tr.linear(f"{pre}.attn.{proj}_proj", lean_tensor((tokens, hidden), da, rng),
+                            lean_tensor((hidden, hidden), dw, rng))
+        q = lean_tensor((heads, tokens, hd), da, rng)
+        kt = np.ascontiguousarray(lean_tensor((heads, tokens, hd), da, rng).transpose(0, 2, 1))
+        yield tr.matmul(f"{pre}.attn.qk", q, kt)
+        del q, kt
+        p = lean_tensor((heads, tokens, tokens), da, rng)
+        if causal:
+            p *= np.tril(np.ones((tokens, tokens), np.int8))
+        yield tr.matmul(f"{pre}.attn.pv", p, lean_tensor((heads, tokens, hd), da, rng))
+        del p
+        x = lean_tensor((tokens, hidden), da, rng)
+        for proj in ("gate", "up"):
+            yield tr.linear(f"{pre}.mlp.{proj}_proj", x, lean_tensor((ffn, hidden), dw, rng))
+        del x
+        yield tr.linear(f"{pre}.mlp.down_proj", lean_tensor((tokens, ffn), da, rng),
+                        lean_tensor((hidden, ffn), dw, rng))
+
+
+def write_decoder_trace(path, n_layers: int = 1, **kw) -> Trace:
+    """Write :func:`decoder_layers` as a trace directory at ``path``, streaming block by
+    block (the disk holds about 0.43 GB per 7B block at 2048 tokens; memory one
+    layer's); returns the trace loaded back (memory-mapped)."""
+    from accelsim.io.trace import load_trace, write_trace
+
+    prov = {"synthetic": True, "generator": "accelsim.synthetic.decoder_layers",
+            "n_layers": n_layers} | {k: v for k, v in kw.items()
+                                     if isinstance(v, (int, float, bool))}
+    write_trace(path, decoder_layers(n_layers, **kw), model="synthetic_decoder_7b",
+                provenance=prov)
+    return load_trace(path)

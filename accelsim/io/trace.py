@@ -396,27 +396,20 @@ def write_trace(path: str | os.PathLike, layers: Trace | Iterable[Layer], *,
     """Write a trace directory atomically (:func:`accelsim.io.atomic.atomic_dir`: a crash
     leaves the old trace or the new one at ``path``, never neither).
 
-    ``layers`` is a :class:`Trace` or an iterable of :class:`Layer`. An existing trace
-    directory at ``path`` is replaced.
+    ``layers`` is a :class:`Trace` or an iterable of :class:`Layer`, consumed one layer at
+    a time (a generator of layers is written in the memory of one layer). An existing
+    trace directory at ``path`` is replaced.
     """
     path = Path(path)
     if isinstance(layers, Trace):
         trace = layers
         model = model or trace.model
         provenance = {**trace.provenance, **(provenance or {})}
-        layer_list = list(trace.layers)
+        layer_iter: Iterable[Layer] = trace.layers
     else:
-        layer_list = list(layers)
+        layer_iter = layers  # consumed one layer at a time: a generator streams
     model = model or path.name
-    for layer in layer_list:
-        validate_layer(layer, where=str(path))
-    Trace(model=model, layers=tuple(layer_list))  # duplicate-name check
-    for what, text in [("model name", model)] + [("layer name", x.name) for x in layer_list]:
-        try:  # a manifest is UTF-8 YAML: a lone surrogate would make it unreadable
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise TraceError(f"{path}: {what} {show_value(safe_text(text))} is not valid text "
-                             f"(lone surrogate); the trace could not be read back") from None
+    _check_text(path, "model name", model)
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -426,15 +419,31 @@ def write_trace(path: str | os.PathLike, layers: Trace | Iterable[Layer], *,
     }
     from accelsim.io.atomic import atomic_dir
 
+    seen: set[str] = set()
     with atomic_dir(path) as tmp:
-        for i, layer in enumerate(layer_list):
+        for i, layer in enumerate(layer_iter):
+            validate_layer(layer, where=str(path))
+            if layer.name in seen:
+                raise TraceError(f"trace {show_value(model)}: duplicate layer name "
+                                 f"{show_value(layer.name)}")
+            seen.add(layer.name)
+            _check_text(path, "layer name", layer.name)
             entry, files = _layer_entry(layer, i)
             manifest["layers"].append(entry)
             for fname, arr in files.items():
                 np.save(tmp / fname, np.ascontiguousarray(arr), allow_pickle=False)
+            del layer, files
         with open(tmp / "manifest.yaml", "w") as fh:
             yaml.safe_dump(manifest, fh, sort_keys=False, default_flow_style=None, width=100)
     return path
+
+
+def _check_text(path: Path, what: str, text: str) -> None:
+    try:  # a manifest is UTF-8 YAML: a lone surrogate would make it unreadable
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TraceError(f"{path}: {what} {show_value(safe_text(text))} is not valid text "
+                         f"(lone surrogate); the trace could not be read back") from None
 
 
 # --------------------------------------------------------------------------- loader
@@ -520,6 +529,23 @@ def _load_quant(d: Any, loc: str, root: Path) -> Quant:
                              f"got {show_value(scale)}")
         scale = float(scale)
     return Quant(scheme=scheme, bits=bits, scale=scale, axis=axis)
+
+
+def release_pages(layer: Layer) -> None:
+    """Let the OS drop this process's pages of a memory-mapped layer's tensors (they
+    are read back from the file if used again), so that a trace simulated layer by
+    layer keeps one layer's pages resident at a time. Does nothing for tensors in
+    memory."""
+    import mmap
+
+    advise = getattr(mmap, "MADV_DONTNEED", None)
+    for t in layer.tensors.values():
+        mm = getattr(t, "_mmap", None)
+        if advise is not None and isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+            try:
+                mm.madvise(advise)
+            except (OSError, ValueError):  # closed, or refused: only a missed saving
+                pass
 
 
 def _load_npy(fpath: Path, shown: str) -> np.ndarray:

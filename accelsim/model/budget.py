@@ -5,8 +5,10 @@ GEMM) is refused with one line instead of exhausting the machine.
 The estimate is an upper bound of the engine's and the memory model's peak working set
 for the layer (tests/test_robust.py::test_estimate_bounds_the_measured_peak holds it to
 measured peaks): the padded input and
-its im2col copy, the operand masks, the per-axis nonzero counts, the mask products that
-``skip_both`` and N:M need, and the per-fold int64 arrays of the traffic model.
+its im2col copy, the operand masks, the per-axis nonzero counts, the fold timing's
+working set (chunked mask products within a fixed budget where the sync mode allows
+them, else the per-PE walk's operand copies), and the per-fold int64 arrays of the
+traffic model.
 """
 
 from __future__ import annotations
@@ -119,13 +121,31 @@ def estimate_layer(layer: Layer, hw: HwConfig) -> Estimate:
     parts["fixed"] = FIXED_BYTES
     # per-axis nonzero counts (int64)
     parts["nonzero_counts"] = 8 * (2 * bsz * (m + k) + 2 * bw * (k + n))
-    # mask products: BLAS in float32/float64, and int64 block inputs for ws / is
-    fsz = 4 if k < 2**24 else 8
-    prod = 0
-    if hw.zero_policy in ("skip_both", "skip_a") or hw.structured.n:
-        prod = fsz * (bsz * m * k + bw * k * n) + 8 * bsz * m * n
-        prod = max(prod, 8 * (2 * bsz * k * n + 2 * bsz * k * m))
-    parts["mask_products"] = prod
+    # fold timing (accelsim.model.sync): where the steps come from mask products they run
+    # in chunks within accelsim.model.backend.chunk_budget of the lowered masks; the
+    # per-PE walk takes contiguous uint8 copies of both masks (and of the SIMD lane
+    # union), and int64 balance keys per column and barrier chunk
+    from accelsim.model import syncprod
+    from accelsim.model.backend import chunk_budget
+
+    if hw.engine.kind == "systolic" and syncprod.applies(hw, 1 if hw.structured.n else None):
+        # what the products would hold unchunked: the effective masks and their float
+        # copies, and the [barrier chunks, M, N] counts with their reductions
+        nch = 1 if hw.sync.mode == "lockstep" else -(-k // max(1, min(
+            hw.sync.barrier_steps if hw.sync.mode == "barrier" else hw.pe_buffer_steps(),
+            k) or 1)) + 1
+        whole = 5 * (bsz * m * k + bw * k * n) + 16 * bsz * m * n * nch
+        parts["mask_products"] = min(chunk_budget(bsz * m * k + bw * k * n), whole)
+        if hw.dataflow != "os":  # ws / is: effective and padded copies of one GEMM's
+            t = m if hw.dataflow == "ws" else n  # masks, and int64 sums per chunk
+            parts["mask_products"] += 2 * (m * k + k * n) + 8 * (k + hw.array.rows) * (
+                t + 2)
+    else:
+        walk = 2 * (bsz * m * k + bw * k * n)
+        if hw.sync.balance != "none":
+            walk += 8 * bsz * (m + k + n) * max(1, k if hw.sync.balance == "greedy_chunk"
+                                                else 1)
+        parts["fold_walk"] = walk
     # per-fold arrays: fold grid x FOLD_ARRAYS int64 (the dataflow's tiling)
     from accelsim.model.dataflow import make_plan
 

@@ -88,8 +88,12 @@ def _uniform_block_sums(mask: np.ndarray, bx: int, by: int) -> np.ndarray:
     uint8 view (no RLE needed, so no sequential scan)."""
     m = np.asarray(mask)
     m = m.view(np.uint8) if m.dtype == np.bool_ else (m != 0).view(np.uint8)
-    cols = _sum_last(m, by)  # [B, X, nby]
-    return np.ascontiguousarray(_sum_last(np.swapaxes(cols, -1, -2), bx).swapaxes(-1, -2))
+    cols = m if by == 1 else _sum_last(m, by)  # [B, X, nby]; by 1: the uint8 view itself
+    if bx == 1:
+        out = np.swapaxes(cols, -1, -2)
+    else:
+        out = _sum_last(np.swapaxes(cols, -1, -2), bx)
+    return np.ascontiguousarray(out.swapaxes(-1, -2), dtype=np.int64)
 
 
 def uniform_bounds(n: int, block: int) -> np.ndarray:

@@ -19,6 +19,16 @@ from accelsim.io.hwconfig import FormatConfig, HwConfig
 from accelsim.io.trace import Layer
 from accelsim.model.dataflow import Plan, make_plan
 from accelsim.model.kernels import block_nnz_rle, range_nnz_rle, uniform_bounds
+from accelsim.model.mapping import (
+    a_fetches,
+    choose_mapping,
+    price_mapping,
+    psum_tiles,
+    share,
+    tile_stats,
+    visit_order,
+    w_resident_layer,
+)
 from accelsim.model.outwrite import OutWrite, charge
 from accelsim.model.sparsity import NMStructure
 
@@ -195,21 +205,6 @@ def tile_sizes(mask2d: np.ndarray, kind: str, bits: int, run_bits: int = 4,
     return int(d), int(mb)
 
 
-def _spread(total: np.ndarray, n: int) -> np.ndarray:
-    """Integer shares of ``total`` (any shape) over ``n`` folds: [..., n]."""
-    idx = np.arange(n, dtype=np.int64)
-    t = np.asarray(total, np.int64)[..., None]
-    return (t * (idx + 1)) // n - (t * idx) // n
-
-
-def _pass_shares(per_pass: np.ndarray, per_outer: np.ndarray, no: int, ni: int) -> np.ndarray:
-    """DRAM bytes per fold [..., no, ni] for passes of ``per_pass`` bytes: one pass over all
-    folds where ``per_outer`` is False, else one pass per outer index."""
-    once = _spread(per_pass, no * ni).reshape(per_pass.shape + (no, ni))
-    each = np.broadcast_to(_spread(per_pass, ni)[..., None, :], per_pass.shape + (no, ni))
-    return np.where(np.asarray(per_outer)[..., None, None], each, once)
-
-
 def _unique_a_mask(layer: Layer, az: np.ndarray, a_mask: np.ndarray | None) -> np.ndarray:
     """The A operand as DRAM holds it, in fiber layout [F*P, rows, last]: the GEMM's A, or
     for convolutions the input (``a_mask``, same shape as the layer's input) per frame and
@@ -286,6 +281,8 @@ class MemoryResult:
     compute_cycles: int
     stall_cycles: int
     cycles: int
+    #: the GLB mapping (loop order, Tm, Tn, Tk); None on the GEMV engine
+    mapping: tuple | None = None
 
 
 def _ceil_div(x: np.ndarray, bw: float) -> np.ndarray:
@@ -399,7 +396,7 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     prec = hw.precision
     fa, fw = hw.formats.a, hw.formats.w
     glb = hw.memory.glb
-    a_cap, w_cap, out_cap = glb.a_kib * 1024, glb.w_kib * 1024, glb.out_kib * 1024
+    out_cap = glb.out_kib * 1024
     out_cap -= state_glb_bytes(layer, hw, npf, m, n, changed)  # state: glb shares out
     a_bits = a_operand_bits(layer, hw)  # delta operands are a_bits + 1 wide
     wt = np.swapaxes(wz, -1, -2)  # [Fw, P, N, K]
@@ -458,66 +455,47 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     a_d, a_m, w_d, w_m = (np.where(on, np.broadcast_to(x, grid), 0)
                           for x in (a_d, a_m, w_d, w_m))
 
-    # --- unique (DRAM) sizes and residency
-    ua_mask = _unique_a_mask(layer, az, a_mask)
-    uad, uam = tile_bytes(ua_mask, ua_mask.shape[1], ua_mask.shape[2], fa, a_bits)
-    ua_d = np.where(active, uad.reshape(nf, npf), 0)
-    ua_m = np.where(active, uam.reshape(nf, npf), 0)
-    if nm is None:
-        uwd, uwm = tile_bytes(wt3, n, k, fw, prec.w_bits)
-    else:
-        uwd, uwm = _nm_bytes(np.full((1, npf), kk * n), hw, nm)
-    uwd, uwm = uwd.reshape(-1, npf), uwm.reshape(-1, npf)
-    uw_d = np.where(active, np.broadcast_to(uwd, (nf, npf)), 0)
-    uw_m = np.where(active, np.broadcast_to(uwm, (nf, npf)), 0)
-    a_res = (ua_d + ua_m) <= a_cap
-    w_res = (np.broadcast_to(uwd, (nf, npf)) + np.broadcast_to(uwm, (nf, npf))) <= w_cap
-    if layer.kind != "matmul" and nf > 1:
-        layer_w = int((uwd + uwm).sum())  # all groups of the layer, one copy
-        if layer_w <= w_cap:
-            keep = np.zeros((nf, npf), bool)
-            keep[0] = True
-            uw_d = np.where(keep, uw_d, 0)
-            uw_m = np.where(keep, uw_m, 0)
-    a_outer = np.zeros((nf, npf), bool) if df != "ws" else ~a_res
-    w_outer = np.zeros((nf, npf), bool) if df == "ws" else ~w_res
-    da_d = _pass_shares(ua_d, a_outer, no, ni)
-    da_m = _pass_shares(ua_m, a_outer, no, ni)
-    dw_d = _pass_shares(uw_d, w_outer, no, ni)
-    dw_m = _pass_shares(uw_m, w_outer, no, ni)
-
     # --- partial sums and outputs
     zeros = np.zeros(grid, np.int64)
     if df == "os":
         elems = _extents(m, r)[:, None] * _extents(n, c)[None, :]
         out_w = np.where(on, _bytes(elems * prec.a_bits), 0)
-        ps_r = ps_w = dps_r = dps_w = zeros
+        ps_r = ps_w = zeros
     else:
         blk = (m * _extents(n, c)) if df == "ws" else (_extents(m, c) * n)  # [no]
         ps_bytes = _bytes(blk * prec.out_bits)[:, None]
         kt = np.arange(ni)[None, :]
         ps_r1 = np.where(kt > 0, ps_bytes, 0)
         ps_w1 = np.where(kt < ni - 1, ps_bytes, 0)
-        spill = ps_bytes > out_cap
         ps_r = np.where(on, ps_r1, 0)
         ps_w = np.where(on, ps_w1, 0)
-        dps_r = np.where(on, np.where(spill, ps_r1, 0), 0)
-        dps_w = np.where(on, np.where(spill, ps_w1, 0), 0)
         out_w = np.where(on, np.where(kt == ni - 1, _bytes(blk * prec.a_bits)[:, None], 0), 0)
-    out_w, out_m = charge(np.broadcast_to(out_w, grid), out_write)  # consumer's format
+    out_w = np.ascontiguousarray(np.broadcast_to(out_w, grid), dtype=np.int64)
+
+    # --- mapping at the GLB: DRAM traffic by the reuse rule (accelsim.model.mapping)
+    stats = tile_stats(layer, az, wz, hw, rows=r, cols=c, a_bits=a_bits, a_mask=a_mask,
+                       nm=nm, active=active, out_cap=out_cap)
+    mp = choose_mapping(stats, hw)
+    priced = price_mapping(stats, mp)
+
+    # --- outputs in the consumer's format (accelsim.model.outwrite), split per frame in
+    # proportion to the dense bytes of the sub-folds, in the timeline's order
+    visit = visit_order(stats, mp)
+    out_sub = share(out_w, visit)
+    out_d, out_m = charge(out_sub, out_write)
 
     # --- register files: a gated pair gates its operand reads (docs/energy.md)
     ab, wb, ob = -(-a_bits // 8), -(-prec.w_bits // 8), -(-prec.out_bits // 8)
 
     counts = {
-        "dram_a_read_bytes": int(da_d.sum()), "dram_a_read_meta_bytes": int(da_m.sum()),
-        "dram_w_read_bytes": int(dw_d.sum()), "dram_w_read_meta_bytes": int(dw_m.sum()),
-        "dram_psum_read_bytes": int(dps_r.sum()), "dram_psum_write_bytes": int(dps_w.sum()),
-        "dram_out_write_bytes": int(out_w.sum()), "dram_out_write_meta_bytes": int(out_m.sum()),
+        **{key: priced[key] for key in (
+            "dram_a_read_bytes", "dram_a_read_meta_bytes", "dram_w_read_bytes",
+            "dram_w_read_meta_bytes", "dram_psum_read_bytes", "dram_psum_write_bytes")},
+        "dram_out_write_bytes": int(out_d.sum()), "dram_out_write_meta_bytes": int(out_m.sum()),
         "glb_a_read_bytes": int(a_d.sum()), "glb_a_read_meta_bytes": int(a_m.sum()),
         "glb_w_read_bytes": int(w_d.sum()), "glb_w_read_meta_bytes": int(w_m.sum()),
         "glb_psum_read_bytes": int(ps_r.sum()), "glb_psum_write_bytes": int(ps_w.sum()),
-        "glb_out_write_bytes": int(out_w.sum()), "glb_out_write_meta_bytes": int(out_m.sum()),
+        "glb_out_write_bytes": int(out_d.sum()), "glb_out_write_meta_bytes": int(out_m.sum()),
         "rf_a_read_bytes": performed * ab, "rf_w_read_bytes": performed * wb,
         "rf_out_read_bytes": performed * ob, "rf_out_write_bytes": performed * ob,
     }
@@ -535,17 +513,16 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
     if max(counts.values()) >= 2**62:
         raise SimulationError(f"layer {layer.name!r}: traffic overflows 64-bit counters")
 
-    # --- stall timeline over the folds of the layer's active GEMMs, in memory order
-    sel = np.broadcast_to(on, grid).reshape(-1)
-
-    def flat(x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.broadcast_to(x, grid), dtype=np.int64).reshape(-1)[sel]
-
-    dram_in = flat(da_d + da_m + dw_d + dw_m + dps_r)
-    dram_out = flat(dps_w + out_w + out_m)
-    glb_in = flat(a_d + a_m + w_d + w_m + ps_r)
-    glb_out = flat(ps_w + out_w + out_m)
-    compute = flat(order_cycles)
+    # --- stall timeline over the sub-folds of the layer's active GEMMs, in the
+    # mapping's order; a GLB tile's DRAM bytes go to its first sub-fold
+    dram_in, dram_out = _tile_transfers(stats, mp, visit, (nf, npf))
+    dram_out = dram_out + out_d + out_m
+    glb_in = share(a_d + a_m + w_d + w_m + ps_r, visit)
+    glb_out = share(ps_w + out_w, visit) - out_sub + out_d + out_m
+    compute = share(order_cycles, visit)
+    sel = np.broadcast_to(active[:, :, None], compute.shape).reshape(-1)
+    dram_in, dram_out, glb_in, glb_out, compute = (
+        x.reshape(-1)[sel] for x in (dram_in, dram_out, glb_in, glb_out, compute))
     zero = np.zeros(1, np.int64)
     d_load = np.concatenate([dram_in, zero]) + np.concatenate([zero, dram_out])
     g_load = np.concatenate([glb_in, zero]) + np.concatenate([zero, glb_out])
@@ -558,4 +535,28 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         cycles = int(load.sum()) + compute_total
     cycles += state["state_stall_cycles"]
     return MemoryResult(counts=counts, compute_cycles=compute_total,
-                        stall_cycles=cycles - compute_total, cycles=cycles)
+                        stall_cycles=cycles - compute_total, cycles=cycles,
+                        mapping=(mp.order, *mp.tile))
+
+
+def _tile_transfers(stats, mp, visit, shape) -> tuple[np.ndarray, np.ndarray]:
+    """DRAM bytes in and out per sub-fold [F, P, S] from the GLB tiles: a tile's A and W
+    fetches (where the reuse rule fetches them) and partial-sum reads on its first
+    sub-fold, its partial-sum writes on its last."""
+    ti = visit.tile_idx
+    on = stats.active[:, :, None]
+    ad, am = a_fetches(stats, mp, ti)
+    a_f = ad + am
+    wd, wm = stats.w_tiles(mp.t("n"), mp.t("k"))
+    w_all = np.broadcast_to(wd + wm, shape + (wd.shape[2], wd.shape[3]))
+    w_f = w_all[:, :, ti[:, 1], ti[:, 2]] * visit.fetch_w
+    if w_resident_layer(stats, mp):
+        w_f = w_f.copy()
+        w_f[1:] = 0
+    ps = psum_tiles(stats, mp)[ti[:, 0], ti[:, 1]]
+    nsub = visit.outer.size
+    d_in = np.zeros(shape + (nsub,), np.int64)
+    d_out = np.zeros(shape + (nsub,), np.int64)
+    d_in[:, :, visit.first] += np.where(on, a_f + w_f + ps * visit.psum_read, 0)
+    d_out[:, :, visit.last] += np.where(on, ps * visit.psum_write, 0)
+    return d_in, d_out

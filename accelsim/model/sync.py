@@ -73,14 +73,39 @@ def chunk_steps(hw: HwConfig, t: int) -> int:
     return max(t, 1)
 
 
+def _as_u8(x: np.ndarray) -> np.ndarray:
+    """A 0/1 uint8 view (bool masks) or copy (other dtypes), strides kept."""
+    return x.view(np.uint8) if x.dtype == np.bool_ else (x != 0).view(np.uint8)
+
+
 def fold_steps(az: np.ndarray, wz: np.ndarray, hw: HwConfig, plan: Plan,
                nm: NMStructure | None, active: np.ndarray,
-               rz: np.ndarray | None) -> np.ndarray:
+               rz: np.ndarray | None, method: str = "auto") -> np.ndarray:
     """Cycles each fold of each GEMM spends stepping its pairs, fill apart: int64
-    [F, P, row folds, col folds] (0 for inactive GEMMs)."""
+    [F, P, row folds, col folds] (0 for inactive GEMMs). ``method``: ``walk`` steps
+    every PE (the numba kernel), ``product`` derives the steps from mask products on
+    the config's backend (:mod:`accelsim.model.syncprod`, only where it applies),
+    ``auto`` the product where it applies; both give the same integers."""
+    from accelsim.model import syncprod
+
     lanes = hw.lanes
     if lanes > 1:
         wz = lane_union(wz, lanes)
+    if method != "walk" and syncprod.applies(hw, nm):
+        from accelsim.model import backend
+
+        nf, npf, m, k = az.shape
+        tested = _TESTED[hw.zero_policy]
+        t = time_steps(hw, m, k, wz.shape[-1], None)
+        return syncprod.fold_steps(
+            _as_u8(az), _as_u8(np.swapaxes(wz, -1, -2)), None if rz is None else _as_u8(rz),
+            int("a" not in tested), int("w" not in tested), active, plan.rows,
+            hw.array.cols, hw.sync.mode, chunk_steps(hw, t), hw.sync.scope,
+            backend.backend_for(hw.backend, m * k * wz.shape[-1]),
+            backend.chunk_budget(az[:1, :1].size + wz[:1, :1].size), hw.dataflow)
+    if method == "product":
+        raise ValueError("fold steps from mask products need no N:M, one MAC per PE, "
+                         "no balancing and sync lockstep, barrier or decoupled")
     ops = kernel_operands(az, wz, hw.dataflow, nm, rz)
     a, w, pad, has_pad, idx, has_nm = ops
     nf, npf, m, k = az.shape

@@ -3,11 +3,13 @@ timeline stepped fold by fold (docs/memory-model.md)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import numpy as np
 
+from accelsim.errors import SimulationError
 from accelsim.io.hwconfig import HwConfig
 from accelsim.reference.nm import _NM, _compressed_w, _index_bits
 
@@ -77,14 +79,6 @@ def _new_fold(compute: int) -> dict[str, int]:
             "out": 0}
 
 
-def _spread(folds: list[dict[str, int]], pass_folds: list[int], nbytes: int) -> None:
-    """Spread ``nbytes`` of one DRAM pass over the folds ``pass_folds`` in integer
-    shares: the f-th of F gets floor(B(f+1)/F) - floor(Bf/F)."""
-    n = len(pass_folds)
-    for f, idx in enumerate(pass_folds):
-        folds[idx]["dram_rd"] += nbytes * (f + 1) // n - nbytes * f // n
-
-
 def _w_bytes(w_t: np.ndarray, hw: HwConfig, nm: _NM | None) -> tuple[int, int]:
     """(data bytes, metadata bytes) of a W tile ``w_t[K, N]`` (fibers are its columns).
     With N:M weights ``w_t`` is a block of the compressed W' and every slot is stored as
@@ -96,19 +90,197 @@ def _w_bytes(w_t: np.ndarray, hw: HwConfig, nm: _NM | None) -> tuple[int, int]:
             math.ceil(slots * _index_bits(nm.m) / 8))
 
 
+# --------------------------------------------------------------------------- mapping
+#
+# A mapping is a loop order over (m, n, k) at the DRAM -> GLB level and a GLB tile
+# (Tm, Tn, Tk). Here the GLB is walked tile by tile: it holds one tile of A, one of W
+# and one of the output at a time; a tile comes from DRAM when it differs from the one
+# held, and an output tile left before all of its K tiles are done goes to DRAM as
+# partial sums (and comes back when its next K tile starts).
+
+
+def _flow_dims(flow: str, rows: int, cols: int) -> tuple[dict[str, int], str]:
+    """(fold extent per dim, temporal dim): os rows M, cols N, time K; ws rows K, cols
+    N, time M; is rows K, cols M, time N. The temporal dim has extent 1."""
+    if flow == "os":
+        return {"m": rows, "n": cols, "k": 1}, "k"
+    if flow == "ws":
+        return {"m": 1, "n": cols, "k": rows}, "m"
+    return {"m": cols, "n": 1, "k": rows}, "n"
+
+
+def _window(src: np.ndarray) -> set[int]:
+    """The input elements a convolution's im2col block reads: ``src`` holds, per im2col
+    position, 1 + the element's index in ``unique_a`` flattened (0: padding)."""
+    return {v - 1 for v in src.ravel().tolist() if v > 0}
+
+
+def _window_bytes(unique_a: np.ndarray, elements: set[int], fmt: Any,
+                  bits: int) -> tuple[int, int]:
+    """(data, meta) bytes of a set of input elements, each once, in storage order."""
+    picked = sorted(elements)
+    flat = unique_a.ravel().tolist()
+    last = unique_a.shape[1]
+    vals = [flat[i] for i in picked]
+    fibers = len({i // last for i in picked})
+    row = np.array(vals, dtype=unique_a.dtype).reshape(1, len(vals))
+    d, m = tile_sizes(row, fmt.kind, bits, fmt.run_bits, fmt.index_bits, fmt.ptr_bits)
+    if fmt.kind == "csr":  # one pointer per fiber of the window, plus one
+        m += (fibers - 1) * fmt.ptr_bits
+    return math.ceil(d / 8), math.ceil(m / 8)
+
+
+def _a_glb_tile(a: np.ndarray, unique_a: np.ndarray, a_src: np.ndarray | None,
+                m0: int, m1: int, k0: int, k1: int, fmt: Any, bits: int) -> tuple[int, int]:
+    if a_src is None:
+        return _tile_bytes(a[m0:m1, k0:k1], fmt, bits)
+    return _window_bytes(unique_a, _window(a_src[m0:m1, k0:k1]), fmt, bits)
+
+
+def _w_glb_tile(w: np.ndarray, hw: HwConfig, nm: _NM | None, n0: int, n1: int, k0: int,
+                k1: int) -> tuple[int, int]:
+    """W tile w[k0:k1, n0:n1]; with N:M weights the K range is all of K'."""
+    if nm is not None:
+        return _w_bytes(w[:, n0:n1], hw, nm)
+    return _w_bytes(w[k0:k1, n0:n1], hw, nm)
+
+
+def _ranges(total: int, size: int) -> list[tuple[int, int]]:
+    return [(lo, min(total, lo + size)) for lo in range(0, total, size)]
+
+
+def _layer_needs(gemms: list[Any], hw: HwConfig, tile: tuple[int, int, int],
+                 a_bits: int) -> dict[str, int]:
+    """Bytes each partition must hold for ``tile``, over every GEMM and tile of the
+    layer: the largest A and W tile (x2 with double buffering when the operand has more
+    than one tile in the GEMM), the live partial sums
+    (the output tile when Tk < K; else ws: Tm x C, is: C x Tn; os: none)."""
+    mult = 2 if hw.memory.glb.double_buffer else 1
+    tm, tn, tk = tile
+    big_a = big_w = 0
+    for g in gemms:
+        m_dim, k_dim = g.a.shape
+        n_dim = g.w.shape[1]
+        wk = _compressed_w(g.w, g.nm.kept) if g.nm is not None else g.w
+        for m0, m1 in _ranges(m_dim, tm):
+            for k0, k1 in _ranges(k_dim, tk):
+                d, mb = _a_glb_tile(g.a, g.unique_a, g.a_src, m0, m1, k0, k1, hw.formats.a,
+                                    a_bits)
+                big_a = max(big_a, d + mb)
+        for n0, n1 in _ranges(n_dim, tn):
+            for k0, k1 in _ranges(k_dim, tk):
+                d, mb = _w_glb_tile(wk, hw, g.nm, n0, n1, k0, k1)
+                big_w = max(big_w, d + mb)
+    g0 = gemms[0]
+    m_dim, k_dim, n_dim = g0.a.shape[0], g0.a.shape[1], g0.w.shape[1]
+    ob = hw.precision.out_bits
+    cols = hw.array.cols * (hw.array.pe_simd.width if hw.dataflow in ("os", "ws") else 1)
+    if tk < k_dim:
+        live = math.ceil(min(tm, m_dim) * min(tn, n_dim) * ob / 8)
+    elif hw.dataflow == "ws":
+        live = math.ceil(min(tm, m_dim) * min(tn, n_dim, cols) * ob / 8)
+    elif hw.dataflow == "is":
+        live = math.ceil(min(tm, m_dim, cols) * min(tn, n_dim) * ob / 8)
+    else:
+        live = 0
+    count_m, count_n = math.ceil(m_dim / tm), math.ceil(n_dim / tn)
+    count_k = math.ceil(k_dim / tk)
+    # a second buffer only for an operand with a next tile to fetch
+    mult_a = mult if count_m * count_k > 1 else 1
+    mult_w = mult if count_n * count_k > 1 else 1
+    return {"a": big_a * mult_a, "w": big_w * mult_w, "out": live}
+
+
+def choose_mapping(gemms: list[Any], hw: HwConfig, a_bits: int, state_glb: int,
+                   name: str) -> tuple[str, tuple[int, int, int]]:
+    """The layer's mapping: ``mapping.loop_order`` (auto: os mnk, ws nmk, is mnk) and
+    ``mapping.glb_tile`` pinned, or auto: from the whole GEMM (M, N, K) halve, while an
+    operand does not fit, a dim indexing it (array dims innermost first,
+    then the temporal dim; the first whose halving lowers the need, else the first)."""
+    flow = hw.dataflow
+    rows = hw.array.rows
+    cols = hw.array.cols * (hw.array.pe_simd.width if flow in ("os", "ws") else 1)
+    unit, temporal = _flow_dims(flow, rows, cols)
+    g0 = gemms[0]
+    ext = {"m": g0.a.shape[0], "n": g0.w.shape[1], "k": g0.a.shape[1]}
+    nm = g0.nm is not None
+    glb = hw.memory.glb
+    caps = {"a": glb.a_kib * 1024, "w": glb.w_kib * 1024, "out": glb.out_kib * 1024 - state_glb}
+    cfg = hw.mapping
+    order = {"os": "mnk", "ws": "nmk", "is": "mnk"}[flow] if cfg.loop_order == "auto" \
+        else cfg.loop_order
+    op_dims = {"a": "mk", "w": "nk", "out": "mn"}
+
+    def first_bad(tile):
+        need = _layer_needs(gemms, hw, tile, a_bits)
+        for op in ("a", "w", "out"):
+            if need[op] > caps[op]:
+                return op, need[op]
+        return None
+
+    def refuse(tile, op, need):
+        key = {"a": "a_kib", "w": "w_kib", "out": "out_kib"}[op]
+        return SimulationError(f"layer {name!r}: mapping {order} {list(tile)}: {op} needs "
+                               f"{need} bytes, memory.glb.{key} holds {caps[op]:g}")
+
+    if cfg.glb_tile != "auto":
+        tile = []
+        for d, v in zip("mnk", cfg.glb_tile, strict=True):
+            v = ext[d] if v == "full" else min(v, ext[d])
+            if v < ext[d] and v % unit[d]:
+                raise SimulationError(f"layer {name!r}: T{d} = {v} not a multiple of "
+                                      f"{unit[d]}")
+            if v < ext[d] and nm and d == "k":
+                raise SimulationError(f"layer {name!r}: Tk < K with N:M weights")
+            tile.append(v)
+        tile = tuple(tile)
+        bad = first_bad(tile)
+        if bad:
+            raise refuse(tile, *bad)
+        return order, tile
+    tile = (ext["m"], ext["n"], ext["k"])  # the whole GEMM, then halving
+    while True:
+        bad = first_bad(tile)
+        if bad is None:
+            return order, tile
+        op, need = bad
+        cands = [d for d in order[::-1] if d in op_dims[op] and d != temporal]
+        if temporal in op_dims[op]:
+            cands.append(temporal)
+        cands = [d for d in cands if tile["mnk".index(d)] > unit[d] and not (nm and d == "k")]
+        if not cands:
+            raise refuse(tile, op, need)
+        trials = []
+        for d in cands:
+            i = "mnk".index(d)
+            blocks = math.ceil(tile[i] / unit[d])
+            new = list(tile)
+            new[i] = ((blocks + 1) // 2) * unit[d]
+            trials.append(tuple(new))
+        pick = trials[0]
+        for trial in trials:
+            if _layer_needs(gemms, hw, trial, a_bits)[op] < need:
+                pick = trial
+                break
+        tile = pick
+
+
 def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str,
                  fold_cycles: dict[tuple[int, int], int], hw: HwConfig,
                  tot: dict[str, int], nm: _NM | None = None,
-                 a_bits: int | None = None, state_glb: int = 0) -> list[dict[str, int]]:
-    """Traffic of one GEMM, added to ``tot``; returns its folds in memory loop order,
-    each with its compute cycles and the bytes it reads and writes per level.
+                 a_bits: int | None = None, state_glb: int = 0,
+                 mapping: tuple[str, tuple[int, int, int]] | None = None,
+                 a_src: np.ndarray | None = None) -> list[dict[str, int]]:
+    """Traffic of one GEMM, added to ``tot``; returns its sub-folds in the mapping's
+    order, each with its compute cycles and the bytes it reads and writes per level.
 
-    ``unique_a`` is the 2-D view of the data A really holds (fibers = rows);
-    ``w_mode`` is ``"layer"`` (W is resident for the whole layer and already read),
-    ``"first"`` (W is resident for the whole layer; this GEMM reads it) or ``"gemm"``.
+    ``unique_a`` is the 2-D view of the data A really holds (fibers = rows); ``a_src``
+    (convolutions) maps every im2col position to 1 + its element's index in
+    ``unique_a`` flattened, 0 for padding. ``w_mode`` is ``"layer"`` (W stays in the
+    GLB from an earlier frame: nothing fetched) or ``"gemm"``.
     ``nm``: N:M weights; W tiles are blocks of the compressed W' (rows k').
     ``a_bits``: bits of an A element (default ``precision.a_bits``; a_bits + 1 for delta).
-    ``state_glb``: bytes of the out partition that delta state takes (``state: glb``).
+    ``mapping``: (loop order, (Tm, Tn, Tk)) from :func:`choose_mapping`.
     """
     m_dim, k_dim = a.shape
     n_dim = w.shape[1]
@@ -122,10 +294,11 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
     prec = hw.precision
     a_bits = prec.a_bits if a_bits is None else a_bits
     fa = hw.formats.a
-    glb = hw.memory.glb
     psum_elem_bits = prec.out_bits
+    assert mapping is not None, "choose the layer's mapping first (choose_mapping)"
+    order, (tm, tn, tk) = mapping
 
-    # the fold sequence in memory loop order: (outer, inner, compute key, tiles, psum)
+    # the folds in array order: (outer, inner, compute key, tiles, (dim -> block))
     seq = []
     if flow == "os":
         for i in range(math.ceil(m_dim / rows)):
@@ -159,6 +332,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
                "is": math.ceil(k_dim / rows)}[flow]
 
     folds = [_new_fold(fold_cycles[key]) for (_, _, key, _, _) in seq]
+    out_dram = [0] * len(seq)  # each fold's final output bytes (to DRAM)
 
     # GLB -> array: every fold reads its A and W tiles (W tiles fiber by column)
     for f, (_, _, _, a_t, w_t) in enumerate(seq):
@@ -188,7 +362,8 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
                     tot["pe_hop_psum_bytes"] += (rows_on - 1) * math.ceil(
                         prec.out_bits / 8)
 
-    # partial sums (ws, is) and final outputs
+    # partial sums between a fold and the next of its K sweep stay in the GLB; final
+    # outputs go to the GLB and to DRAM
     for f, (outer, inner, _, _, _) in enumerate(seq):
         if flow == "os":
             out_elems = min(rows, m_dim - outer * rows) * min(cols, n_dim - inner * cols)
@@ -199,53 +374,98 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
             else:
                 psum_elems = min(cols, m_dim - outer * cols) * n_dim
             psum_bytes = math.ceil(psum_elems * psum_elem_bits / 8)
-            spill = psum_bytes > glb.out_kib * 1024 - state_glb
             first, last = inner == 0, inner == n_inner - 1
             if not first:
                 tot["glb_psum_read_bytes"] += psum_bytes
                 folds[f]["glb_rd"] += psum_bytes
-                if spill:
-                    tot["dram_psum_read_bytes"] += psum_bytes
-                    folds[f]["dram_rd"] += psum_bytes
             if not last:
                 tot["glb_psum_write_bytes"] += psum_bytes
                 folds[f]["glb_wr"] += psum_bytes
-                if spill:
-                    tot["dram_psum_write_bytes"] += psum_bytes
-                    folds[f]["dram_wr"] += psum_bytes
             out_bytes = math.ceil(psum_elems * prec.a_bits / 8) if last else 0
         if out_bytes:
             tot["glb_out_write_bytes"] += out_bytes
             tot["dram_out_write_bytes"] += out_bytes
             folds[f]["glb_wr"] += out_bytes
-            folds[f]["dram_wr"] += out_bytes
             folds[f]["out"] = out_bytes  # dense; outputs/charge may swap the format
-    # DRAM -> GLB: passes over the unique operands
-    every = list(range(len(seq)))
-    by_outer: dict[int, list[int]] = {}
-    for f, (outer, _, _, _, _) in enumerate(seq):
-        by_outer.setdefault(outer, []).append(f)
-    outer_passes = [by_outer[o] for o in sorted(by_outer)]
+            out_dram[f] = out_bytes
 
-    ad, am = _tile_bytes(unique_a, fa, a_bits)
-    a_resident = ad + am <= glb.a_kib * 1024
-    a_passes = outer_passes if (flow == "ws" and not a_resident) else [every]
-    for pf in a_passes:
-        for nbytes, key in ((ad, "a_read_bytes"), (am, "a_read_meta_bytes")):
-            tot["dram_" + key] += nbytes
-            tot["glb_" + key.replace("read", "write")] += nbytes
-            _spread(folds, pf, nbytes)
-
-    if w_mode != "layer":
-        wd, wm = _w_bytes(w, hw, nm)
-        w_resident = w_mode == "first" or wd + wm <= glb.w_kib * 1024
-        w_passes = outer_passes if (flow in ("os", "is") and not w_resident) else [every]
-        for pf in w_passes:
-            for nbytes, key in ((wd, "w_read_bytes"), (wm, "w_read_meta_bytes")):
-                tot["dram_" + key] += nbytes
-                tot["glb_" + key.replace("read", "write")] += nbytes
-                _spread(folds, pf, nbytes)
-    return folds
+    # the GLB tiles in loop order; each fold restricted to a tile and its time chunk
+    unit, temporal = _flow_dims(flow, rows, cols)
+    size = {"m": tm, "n": tn, "k": tk}
+    extent = {"m": m_dim, "n": n_dim, "k": k_dim}
+    span = extent[temporal]
+    fold_dims = {"os": ("m", "n"), "ws": ("n", "k"), "is": ("m", "k")}[flow]
+    count = {d: math.ceil(extent[d] / size[d]) for d in "mnk"}
+    held = {"a": None, "w": None, "out": None}
+    held_window: set[int] = set()  # convolutions: the input elements the GLB holds
+    k_done: dict[tuple[int, int], int] = {}
+    sub: list[dict[str, int]] = []
+    iters = list(itertools.product(*(range(count[d]) for d in order)))
+    for s, combo in enumerate(iters):
+        idx = dict(zip(order, combo, strict=True))
+        im, i_n, ik = idx["m"], idx["n"], idx["k"]
+        m0, m1 = im * tm, min(m_dim, (im + 1) * tm)
+        n0, n1 = i_n * tn, min(n_dim, (i_n + 1) * tn)
+        k0, k1 = ik * tk, min(k_dim, (ik + 1) * tk)
+        t0, t1 = {"m": (m0, m1), "n": (n0, n1), "k": (k0, k1)}[temporal]
+        mine = []
+        for f, (outer, inner, _, _, _) in enumerate(seq):
+            inside = True
+            for d, b in zip(fold_dims, (outer, inner), strict=True):
+                if nm is not None and d == "k":
+                    continue  # Tk is the whole K
+                lo = b * unit[d]
+                if not size[d] * idx[d] <= lo < size[d] * (idx[d] + 1):
+                    inside = False
+            if inside:
+                mine.append(f)
+        tile_first = len(sub)
+        for f in mine:
+            fold = folds[f]
+            part = {}
+            for key, value in (("compute", fold["compute"]), ("glb_rd", fold["glb_rd"]),
+                               ("glb_wr", fold["glb_wr"]), ("dram_wr", out_dram[f]),
+                               ("out", out_dram[f])):
+                part[key] = value * t1 // span - value * t0 // span
+            part["dram_rd"] = 0
+            sub.append(part)
+        # DRAM -> GLB: a tile that is not the one held is fetched
+        if held["a"] != (im, ik):
+            held["a"] = (im, ik)
+            if a_src is None:
+                ad, am = _a_glb_tile(a, unique_a, a_src, m0, m1, k0, k1, fa, a_bits)
+            else:  # what the held window already has stays; the rest is fetched
+                window = _window(a_src[m0:m1, k0:k1])
+                ad, am = _window_bytes(unique_a, window - held_window, fa, a_bits)
+                held_window = window
+            tot["dram_a_read_bytes"] += ad
+            tot["dram_a_read_meta_bytes"] += am
+            tot["glb_a_write_bytes"] += ad
+            tot["glb_a_write_meta_bytes"] += am
+            sub[tile_first]["dram_rd"] += ad + am
+        if held["w"] != (i_n, ik):
+            held["w"] = (i_n, ik)
+            if w_mode != "layer":
+                wd, wm = _w_glb_tile(w, hw, nm, n0, n1, k0, k1)
+                tot["dram_w_read_bytes"] += wd
+                tot["dram_w_read_meta_bytes"] += wm
+                tot["glb_w_write_bytes"] += wd
+                tot["glb_w_write_meta_bytes"] += wm
+                sub[tile_first]["dram_rd"] += wd + wm
+        out_bytes = math.ceil((m1 - m0) * (n1 - n0) * psum_elem_bits / 8)
+        if held["out"] != (im, i_n):
+            held["out"] = (im, i_n)
+            if k_done.get((im, i_n), 0) > 0:  # its partial sums come back from DRAM
+                tot["dram_psum_read_bytes"] += out_bytes
+                sub[tile_first]["dram_rd"] += out_bytes
+        k_done[(im, i_n)] = k_done.get((im, i_n), 0) + 1
+        nxt = iters[s + 1] if s + 1 < len(iters) else None
+        leaving = nxt is None or (dict(zip(order, nxt, strict=True))["m"],
+                                  dict(zip(order, nxt, strict=True))["n"]) != (im, i_n)
+        if leaving and k_done[(im, i_n)] < count["k"]:  # unfinished: partial sums out
+            tot["dram_psum_write_bytes"] += out_bytes
+            sub[-1]["dram_wr"] += out_bytes
+    return sub
 
 
 def _transfer_cycles(nbytes: int, bw: float) -> int:

@@ -64,6 +64,7 @@ from accelsim.reference.memory import (
     _timeline,
     _transfer_cycles,
     _w_bytes,
+    choose_mapping,
     tile_sizes,
 )
 from accelsim.reference.nm import _NM, _compressed_w, _nm_kept
@@ -87,12 +88,14 @@ class _Gemm:
     active: bool = True
     #: pad[m][k]: A's im2col position is padding (given when the design skips padding)
     pad: list[list[bool]] | None = None
+    #: convolutions: 1 + the index in ``unique_a`` (flattened) each im2col position reads
+    a_src: np.ndarray | None = None
 
 
 def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
          per_gemm: list[int] | None = None, state_glb: int = 0,
          out_write: tuple[list[int], list[int]] | None = None,
-         per_frame: int = 1) -> dict[str, int]:
+         per_frame: int = 1, name: str = "gemm") -> dict[str, int]:
     """Simulate GEMMs one after another as one layer. A GEMM that is not active is
     skipped whole: its dense MACs count as skipped, nothing else. ``a_bits``: bits of an
     A element (a_bits + 1 under delta); ``per_gemm`` collects each GEMM's compute
@@ -104,6 +107,19 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
     total["delta_gemms_skipped"] = 0
     all_folds: list[dict[str, int]] = []
     frame_of: list[int] = []
+    mapping = choose_mapping(gemms, hw, a_bits, state_glb, name)
+    # W left in the GLB by frame 0 serves later frames when the W tile is all of W and
+    # the weights of every group fit together (never swapped: no second buffer)
+    order, (_, tn, tk) = mapping
+    g0 = gemms[0]
+    whole = tn >= g0.w.shape[1] and tk >= g0.a.shape[1]
+    need = 0
+    for g in gemms:
+        if g.w_mode != "frame":
+            wk = _compressed_w(g.w, g.nm.kept) if g.nm is not None else g.w
+            data, meta = _w_bytes(wk, hw, g.nm)
+            need += data + meta
+    keep_w = whole and need <= hw.memory.glb.w_kib * 1024
     for idx, g in enumerate(gemms):
         if not g.active:
             dense = g.a.shape[0] * g.a.shape[1] * g.w.shape[1]
@@ -123,8 +139,9 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
         _add(total, counts)
         if per_gemm is not None:
             per_gemm.append(sum(fold_cycles.values()))
-        new = _memory_gemm(g.a, g.w, g.unique_a, g.w_mode, fold_cycles, hw, total,
-                           g.nm, a_bits, state_glb)
+        mode = "layer" if (g.w_mode == "frame" and keep_w) else "gemm"
+        new = _memory_gemm(g.a, g.w, g.unique_a, mode, fold_cycles, hw, total,
+                           g.nm, a_bits, state_glb, mapping, g.a_src)
         all_folds += new
         frame_of += [idx // per_frame] * len(new)
     if out_write is not None:
@@ -153,11 +170,24 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
         # every slot-taking kept pair drives the activation-select mux once
         total["nm_mux_ops"] = slots
     total["cycles"] = _timeline(all_folds, hw)
+    total["map_order"], (total["map_tm"], total["map_tn"], total["map_tk"]) = \
+        order, mapping[1]
     total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
     return total
 
 
-def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
+MAP_KEYS = ("map_order", "map_tm", "map_tn", "map_tk")
+
+
+def _mapping_keys(total: dict[str, Any], keep: bool) -> None:
+    """The GLB mapping's keys (map_order is text) stay only when asked for."""
+    if not keep:
+        for key in MAP_KEYS:
+            total.pop(key, None)
+
+
+def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig, *,
+                  with_mapping: bool = False) -> dict[str, int]:
     """Simulate ``a[M, K] @ w[K, N]`` cycle by cycle on ``hw`` (a linear layer with input
     ``a`` and weight ``w.T``, no frames: N:M applies if configured, delta does not);
     see the module doc."""
@@ -172,6 +202,7 @@ def simulate_gemm(a: np.ndarray, w: np.ndarray, hw: HwConfig) -> dict[str, int]:
     hw = _resolve_formats(types.SimpleNamespace(name="gemm"), hw, [(a, w, a)], [nm])
     total = _run([_Gemm(a, w, a, "gemm", nm)], hw)
     del total["delta_gemms_skipped"]
+    _mapping_keys(total, with_mapping)
     return total
 
 
@@ -253,6 +284,20 @@ def _gemms_of_frame(layer: Any, a: np.ndarray, w: np.ndarray):
         return [(a[idx], w[idx], a[idx])
                 for idx in itertools.product(*(range(s) for s in lead))]
     raise ValueError(f"unknown layer kind {layer.kind!r}")
+
+
+def _conv_sources(layer: Any, x: np.ndarray, w: np.ndarray) -> list[np.ndarray] | None:
+    """Per group of a convolution, the im2col view of element indices: 1 + the index of
+    the input element each position reads in the group's slice ``x[n, c_g, *spatial]``
+    flattened, 0 for padding (None for other layer kinds)."""
+    if layer.kind not in ("conv1d", "conv2d", "conv3d"):
+        return None
+    c_g = x.shape[1] // layer.groups
+    per_group = x[:, :c_g].size
+    local = np.arange(1, per_group + 1, dtype=np.int64).reshape(x[:, :c_g].shape)
+    idx = np.concatenate([local] * layer.groups, axis=1)
+    return [ga for ga, _ in _im2col(idx, w, layer.stride, layer.padding, layer.dilation,
+                                    layer.groups)]
 
 
 def _delta_operands(x: np.ndarray, threshold: float) -> tuple[list[np.ndarray], list[int]]:
@@ -450,7 +495,7 @@ def _out_write(layer: Any, consumer: Any, hw: HwConfig, per_frame) -> tuple | No
 
 
 def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False,
-                   consumer: Any = None) -> dict[str, int]:
+                   consumer: Any = None, with_mapping: bool = False) -> dict[str, int]:
     """Simulate every GEMM of ``layer`` (frame-major, then group / batch index) as one
     fold sequence: summed counts and traffic, one stall timeline, plus the delta state
     traffic and cycles. ``with_skipped`` adds ``delta_gemms_skipped``. ``consumer``: the
@@ -487,26 +532,18 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False,
         tile = hw.array.rows * hw.array.cols * math.ceil(hw.precision.out_bits / 8)
         if hw.memory.glb.out_kib * 1024 - state_glb < tile:
             raise SimulationError(f"layer {layer.name!r}: delta state does not fit out_kib")
-    # weights that fit for all groups together are read once per layer
-    layer_resident = False
-    if not w_is_act:
-        need = 0
-        for (_, gw, _), nm in zip(per_frame[0], nms, strict=True):
-            data, meta = _w_bytes(_compressed_w(gw, nm.kept) if nm else gw, hw, nm)
-            need += data + meta
-        layer_resident = need <= hw.memory.glb.w_kib * 1024
     skip_policy = hw.zero_policy in ("skip_a", "skip_both")
+    srcs = _conv_sources(layer, frames[0][0], w)
     pads = (_padding_of_frame(layer, frames[0][0], frames[0][1]) if hw.skip_padding
             else [None] * len(per_frame[0]))
     gemms = []
     for f, frame_gemms in enumerate(per_frame):
         for p, (ga, gw, ua) in enumerate(frame_gemms):
-            mode = "gemm"
-            if layer_resident:
-                mode = "first" if f == 0 else "layer"
+            mode = "frame" if (f >= 1 and not w_is_act) else "gemm"
             active = not (delta and f >= 1 and skip_policy and _all_zero(ga))
             gemms.append(_Gemm(ga, gw, ua, mode, nms[p] if use_nm else None, active,
-                               pads[p] if p < len(pads) else None))
+                               pads[p] if p < len(pads) else None,
+                               srcs[p] if srcs is not None else None))
     per_gemm: list[int] = []
     if uses_gemv(hw, per_frame[0][0][0].shape[0]):
         total = run_gemv(gemms, hw, len(per_frame[0]), not w_is_act, a_bits, per_gemm)
@@ -520,7 +557,8 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False,
                 total[f"{level}_out_write_meta_bytes"] = sum(
                     m for m, on in zip(out_write[1], ran, strict=True) if on)
     else:
-        total = _run(gemms, hw, a_bits, per_gemm, state_glb, out_write, len(per_frame[0]))
+        total = _run(gemms, hw, a_bits, per_gemm, state_glb, out_write, len(per_frame[0]),
+                     layer.name)
     if delta:
         ga0, gw0, _ = per_frame[0][0]
         n_g = len(per_frame[0])
@@ -541,4 +579,5 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False,
         total["stall_cycles"] = total["cycles"] - total["compute_cycles"]
     if not with_skipped:
         del total["delta_gemms_skipped"]
+    _mapping_keys(total, with_mapping)
     return total
