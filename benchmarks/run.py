@@ -3,11 +3,16 @@
     python benchmarks/run.py                 # accelsim vs numpy (and SCALE-Sim if found)
     python benchmarks/run.py --image 112     # smaller input, quicker
     python benchmarks/run.py --startup-only  # only the start-up time of `accelsim --help`
+    python benchmarks/run.py --no-sweep      # without the sweep / result-store timings
 
 It first times ``accelsim --help`` (the console script beside this Python, else
 ``python -m accelsim``) in fresh processes, median of ``--startup-runs`` runs: the
 start-up a user waits for before any command does work (imports only; the target is
 under 0.3 s, which needs ``import accelsim`` not to load numba, pandas or pyarrow).
+
+Then (``benchmarks/sweep_bench.py``) it runs the 1000-point ``digits_cnn`` sweep with
+two workers (seconds per point, and what a worker's per-point time is made of) and
+times ``load_results`` on that store and on a synthetic 10,000-point one.
 
 Then it simulates a ResNet-18-shaped synthetic trace (21 conv/fc layers, activation density
 0.5, weight density 0.4) on a 32x32 output-stationary array with two-sided zero skipping,
@@ -122,6 +127,12 @@ def main() -> int:
                     help="runs of `accelsim --help` timed (median printed; 7)")
     ap.add_argument("--startup-only", action="store_true",
                     help="only time `accelsim --help`")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="skip the sweep and result-store timings (benchmarks/sweep_bench.py)")
+    ap.add_argument("--sweep-workers", type=int, default=2,
+                    help="workers of the 1000-point sweep (2)")
+    ap.add_argument("--store-points", type=int, default=10_000,
+                    help="points of the synthetic store load_results is timed on (10000)")
     args = ap.parse_args()
 
     med, times, cmd = startup_time(max(1, args.startup_runs))
@@ -130,6 +141,11 @@ def main() -> int:
           f"{max(times):.3f} s; target < 0.3 s)")
     if args.startup_only:
         return 0
+    if not args.no_sweep:
+        sys.path.insert(0, str(HERE))
+        import sweep_bench
+
+        sweep_bench.run(workers=args.sweep_workers, store_points=args.store_points)
 
     trace = resnet18_trace(density_a=0.5, density_w=0.4, seed=0, image=args.image)
     hw = accelsim.load_hwconfig("dense_os_32x32", {"zero_policy": "skip_both",

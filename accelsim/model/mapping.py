@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -449,6 +450,7 @@ class ConvWindows:
         # per frame and group, the input in storage order [N, C/G, *sp] flattened
         self.xg = np.moveaxis(x.reshape((nf, nb, g, cg) + sp), 2, 1).reshape(nf, g, -1)
         self._touched: dict = {}
+        self._tiles: dict = {}
 
     def touched(self, m0: int, m1: int, k0: int, k1: int) -> np.ndarray:
         """Boolean mask over a group's input: the elements im2col rows m0:m1, columns
@@ -518,6 +520,9 @@ class ConvWindows:
 
     def tiles(self, m: int, k: int, tm: int, tk: int) -> tuple[np.ndarray, np.ndarray]:
         """(data, meta) bytes [F, G, tm tiles, tk tiles] of every A GLB tile."""
+        hit = self._tiles.get((m, k, tm, tk))
+        if hit is not None:
+            return hit[0].copy(), hit[1].copy()
         me, ke = _extents(m, tm), _extents(k, tk)
         nf, g = self.xg.shape[:2]
         data = np.zeros((nf, g, me.size, ke.size), np.int64)
@@ -527,7 +532,33 @@ class ConvWindows:
                 sel = self.touched(im * tm, im * tm + int(me[im]), ik * tk,
                                    ik * tk + int(ke[ik]))
                 data[:, :, im, ik], meta[:, :, im, ik] = self.size_of(sel)
+        if len(self._tiles) < 256:
+            self._tiles[(m, k, tm, tk)] = (data.copy(), meta.copy())
         return data, meta
+
+
+#: ConvWindows of read-only masks (a sweep worker's cached operands,
+#: accelsim.model.reuse), kept across calls: what they compute depends only on the
+#: mask, the layer's geometry and the A format. Keyed by the mask object, which each
+#: entry holds (so its id is not reused) and which cannot change (read-only).
+_WINDOWS: OrderedDict = OrderedDict()
+_WINDOWS_MAX = 16
+
+
+def conv_windows(layer: Layer, x_mask: np.ndarray, fmt, bits: int) -> ConvWindows:
+    if x_mask.flags.writeable:
+        return ConvWindows(layer, x_mask, fmt, bits)
+    key = (id(x_mask), layer.kind, layer.frames, tuple(layer.stride), tuple(layer.padding),
+           tuple(layer.dilation), layer.groups, tuple(np.shape(layer.w)), fmt, bits)
+    hit = _WINDOWS.get(key)
+    if hit is not None and hit[0] is x_mask:
+        _WINDOWS.move_to_end(key)
+        return hit[1]
+    win = ConvWindows(layer, x_mask, fmt, bits)
+    _WINDOWS[key] = (x_mask, win)
+    while len(_WINDOWS) > _WINDOWS_MAX:
+        _WINDOWS.popitem(last=False)
+    return win
 
 
 def tile_stats(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *, rows: int,
@@ -555,7 +586,7 @@ def tile_stats(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *, ro
     is_conv = layer.kind in ("conv1d", "conv2d", "conv3d")
     windows = None
     if is_conv:
-        windows = ConvWindows(layer, (np.asarray(layer.a) != 0) if a_mask is None
+        windows = conv_windows(layer, (np.asarray(layer.a) != 0) if a_mask is None
                               else a_mask, fa, a_bits)
 
     sums = {}
