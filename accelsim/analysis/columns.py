@@ -59,6 +59,8 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
     ("k", "dim", "layer", "GEMM reduction length (input channels x kernel size)"),
     ("n", "dim", "layer", "GEMM columns (output channels)"),
     ("groups", "dim", "layer", "GEMMs per frame (conv groups, or the batch of a matmul)"),
+    ("packed_groups", "dim", "layer", "conv groups run side by side in one block-diagonal "
+     "GEMM (array.pack_groups, docs/timing.md); 1: one group after another"),
     ("frames", "dim", "layer", "frames (time steps) of the layer"),
     ("gemms", "dim", "layer", "GEMMs of the layer in all (frames x groups)"),
     ("folds", "count", "layer", "array tiles (folds) the mapping runs, over all GEMMs; "

@@ -45,8 +45,8 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
     cycles = stats.cycles
     row: dict[str, Any] = {
         "layer": safe_text(s.name), "kind": s.kind, "m": s.m, "k": s.k, "n": s.n,
-        "groups": s.groups, "frames": s.frames, "gemms": s.batch,
-        "folds": g.folds,
+        "groups": s.groups, "packed_groups": g.packed_groups, "frames": s.frames,
+        "gemms": s.batch, "folds": g.folds,
         "macs_dense": g.macs_dense, "macs_performed": g.macs_performed,
         "macs_gated": g.macs_gated, "macs_skipped": g.macs_skipped,
         "macs_padding": g.macs_padding,
@@ -77,9 +77,9 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
     return row
 
 
-_INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
-                "size_w", "dram_bytes", "glb_bytes", "state_bytes", "a_operand_bits",
-                "map_tm", "map_tn", "map_tk"]
+_INT_COLUMNS = ["m", "k", "n", "groups", "packed_groups", "frames", "gemms", "nnz_a",
+                "size_a", "nnz_w", "size_w", "dram_bytes", "glb_bytes", "state_bytes",
+                "a_operand_bits", "map_tm", "map_tn", "map_tk"]
 
 
 def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
@@ -229,8 +229,8 @@ def _frame(rows: list[dict[str, Any]], ints: list[str]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-_NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits", "map_tm", "map_tn",
-               "map_tk")
+_NOT_SUMMED = ("m", "k", "n", "groups", "packed_groups", "frames", "a_operand_bits",
+               "map_tm", "map_tn", "map_tk")
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from accelsim.model.memory import (
     simulate_memory,
 )
 from accelsim.model.outwrite import OutWrite
+from accelsim.model.packing import pack_width, packed_timing
 from accelsim.model.skipcost import SKIP_KEYS, gemm_skip_costs
 from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from accelsim.model.sync import fold_cycles as sync_fold_cycles
@@ -62,6 +63,8 @@ class GemmResult:
     macs_padding: int = 0
     #: what skipping costs (accelsim.model.skipcost.SKIP_KEYS)
     skip_counts: dict[str, int] | None = None
+    #: groups run side by side in one packed GEMM (accelsim.model.packing; 1: none)
+    packed_groups: int = 1
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in
@@ -154,9 +157,12 @@ def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
 def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
                    nm: NMStructure | None = None,
                    active: np.ndarray | None = None,
-                   rz: np.ndarray | None = None) -> GemmResult:
+                   rz: np.ndarray | None = None, groups: bool = False) -> GemmResult:
     """Simulate ``A[F, P, M, K] @ W[Fw, P, K, N]`` given boolean nonzero masks; ``rz``
-    [1, P, M, K] marks A's real (non-padding) positions when padding pairs are skipped."""
+    [1, P, M, K] marks A's real (non-padding) positions when padding pairs are skipped.
+    ``groups``: the P GEMMs of a frame are a convolution's groups, which
+    ``array.pack_groups`` may run side by side (:mod:`accelsim.model.packing`): the
+    fold timing then comes from the packed GEMMs, the MAC counts stay the groups'."""
     if az.ndim != 4 or wz.ndim != 4:
         raise ValueError("expected A[F, P, M, K] and W[Fw, P, K, N] masks")
     plan = make_plan(hw)
@@ -167,9 +173,15 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
     counts = _mac_counts(az, wz, policy, nm, sums, hw.gate_on, classes=classes)
     if active is None:
         active = np.ones(az.shape[:2], bool)
-    steps = fold_steps(az, wz, hw, plan, nm, active, rz)
-    fold_cycles = sync_fold_cycles(steps, hw, plan, active)
-    folds = int(active.sum()) * steps.shape[2] * steps.shape[3]
+    width = (pack_width(hw, plan, az.shape[-1], wz.shape[-1], az.shape[1], nm is not None)
+             if groups else 1)
+    if width > 1:
+        steps, fold_cycles, folds = packed_timing(az, wz, hw, plan, active, rz, width,
+                                                  fold_steps, sync_fold_cycles)
+    else:
+        steps = fold_steps(az, wz, hw, plan, nm, active, rz)
+        fold_cycles = sync_fold_cycles(steps, hw, plan, active)
+        folds = int(active.sum()) * steps.shape[2] * steps.shape[3]
     skip_counts = gemm_skip_costs(classes, active, hw, nm is not None)
     frame_cycles = fold_cycles.sum(axis=(1, 2, 3))
     return GemmResult(
@@ -179,6 +191,7 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
         fold_cycles=fold_cycles, frame_performed=counts["performed"],
         frame_cycles=frame_cycles, active=active,
         macs_padding=int(counts["padding"].sum()), skip_counts=skip_counts,
+        packed_groups=width,
     )
 
 
@@ -393,7 +406,8 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
         key = None if ops.key is None else ("gemm", ops.key, cache.compute_key(hw))
         res = None if key is None else cache.get(key)
         if res is None:
-            res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz)
+            res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz,
+                                 groups=layer.kind != "matmul" and shape.groups > 1)
             if key is not None:
                 cache.put(key, res)
         mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
