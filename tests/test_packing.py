@@ -143,3 +143,17 @@ def test_grouped_engine_matches_reference(case):
     assert got == ref, (f"{layer.kind} a{layer.a.shape} w{layer.w.shape} "
                         f"groups={layer.groups} {hw.dataflow}/{hw.zero_policy} "
                         f"{hw.array.rows}x{hw.array.cols}: engine {got} != reference {ref}")
+
+
+def test_report_dir_mapping_efficiency_counts_the_packed_groups():
+    """SCALE-Sim's Mapping Efficiency %: 8 depthwise groups on 32x32 ws are 3 packs, each
+    fold holding 8/3 groups' 9 x 1 blocks of 1024 PEs on average."""
+    import accelsim
+    from accelsim.analysis.reportdir import scalesim_reports
+    from accelsim.io.trace import Trace
+
+    trace = Trace("dw", [_depthwise(size=8, padding=0)])
+    for pack, want in (("auto", 100.0 * (8 / 3) * 9 / 1024), ("off", 100.0 * 9 / 1024)):
+        hw = _hw("ws", pack=pack)
+        comp, _ = scalesim_reports(accelsim.simulate(trace, hw), hw)
+        assert comp["Mapping Efficiency %"].iloc[0] == pytest.approx(want)
