@@ -157,3 +157,22 @@ def test_report_dir_mapping_efficiency_counts_the_packed_groups():
         hw = _hw("ws", pack=pack)
         comp, _ = scalesim_reports(accelsim.simulate(trace, hw), hw)
         assert comp["Mapping Efficiency %"].iloc[0] == pytest.approx(want)
+
+
+def test_pack_timing_sits_on_its_first_active_group():
+    """Delta frames: a group whose input did not change is skipped whole (skip_a); its
+    pack still runs, and the packed cycles sit on the first group that runs."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 50, (2, 1, 4, 5, 5)).astype(np.int8)
+    x[1, :, :2] = x[0, :, :2]  # groups 0 and 1 unchanged in frame 1
+    w = rng.integers(1, 50, (4, 1, 3, 3)).astype(np.int8)
+    layer = conv2d("dw", x, w, groups=4, frames=True)
+    hw = _hw("ws", "skip_a", rows=32, cols=8, delta={"enabled": True})
+    stats = engine.simulate_layer(layer, hw)
+    assert stats.gemm.packed_groups == 3  # 32 // 9
+    assert stats.gemm.active[1].tolist() == [False, False, True, True]
+    cyc = stats.gemm.fold_cycles[:, :, 0, 0]
+    assert (cyc[0] > 0).tolist() == [True, False, False, True]  # packs {0, 1, 2}, {3}
+    assert (cyc[1] > 0).tolist() == [False, False, True, True]
+    ref = reference.simulate_layer(layer, hw)
+    assert fields(stats, keys=list(ref)) == ref
