@@ -52,7 +52,8 @@ class GemmResult:
     #: shape [F, P, folds_rows, folds_cols]
     fold_slots: np.ndarray
     #: compute cycles per fold (accelsim.model.sync.fold_cycles), same shape; 0 for
-    #: GEMMs skipped whole
+    #: GEMMs skipped whole. Packed groups (packed_groups > 1): a pack's folds sit on its
+    #: first active group, the pack's other groups hold 0
     fold_cycles: np.ndarray
     #: per frame: performed MACs and compute cycles
     frame_performed: np.ndarray
