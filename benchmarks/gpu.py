@@ -127,6 +127,35 @@ def summary(rows: list[dict], name: str) -> dict:
     return out
 
 
+def bundled_exactness() -> list[dict]:
+    """Every bundled trace on every shipped config, simulated with backend torch and with
+    numpy: are the result tables identical?"""
+    import warnings
+
+    from accelsim.io.hwconfig import shipped_configs
+
+    out = []
+    for trace in sorted(p for p in (HERE.parent / "traces").iterdir()
+                        if (p / "manifest.yaml").exists()):
+        for path in shipped_configs():
+            cfg = path.stem
+            hw = accelsim.load_hwconfig(cfg)
+            res = []
+            for backend in ("numpy", "torch"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        res.append(accelsim.simulate(trace, hw.with_overrides(
+                            {"backend": backend})))
+                    except accelsim.AccelsimError as e:  # e.g. 2:4 configs on dense weights
+                        res.append(str(e))
+            a, b = res
+            same = a == b if isinstance(a, str) or isinstance(b, str) else a.equals(b)
+            out.append({"trace": trace.name, "config": cfg, "identical": bool(same),
+                        "refused": isinstance(a, str)})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
@@ -137,6 +166,9 @@ def main() -> int:
                          "256 tokens): a smoke run, not a measurement")
     ap.add_argument("--no-check", action="store_true",
                     help="skip the torch == numpy exactness check")
+    ap.add_argument("--bundled", action="store_true",
+                    help="also simulate every bundled trace on every shipped config with "
+                         "backend torch and numpy and compare the tables")
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args()
 
@@ -168,6 +200,14 @@ def main() -> int:
     out = {"device": device, "device_name": name, "torch": torch.__version__,
            "quick": args.quick, "repeat": args.repeat, "layers": rows,
            "summary": {s: summary(rows, s) for s in sets}}
+    if args.bundled:
+        out["bundled"] = bundled_exactness()
+        same = sum(r["identical"] for r in out["bundled"])
+        print(f"bundled traces x shipped configs: {same} of {len(out['bundled'])} tables "
+              f"identical on torch ({device}) and numpy")
+        for r in out["bundled"]:
+            if not r["identical"]:
+                print(f"  differs: {r['trace']} on {r['config']}")
     for s, v in out["summary"].items():
         if v:
             print(f"{s}: accelsim {v['accelsim_s']:.3f} s (fold timing {v['fold_timing_s']:.3f}"

@@ -3,11 +3,21 @@
     python benchmarks/run.py                 # accelsim vs numpy (and SCALE-Sim if found)
     python benchmarks/run.py --image 112     # smaller input, quicker
     python benchmarks/run.py --startup-only  # only the start-up time of `accelsim --help`
+    python benchmarks/run.py --no-sweep      # without the sweep / result-store timings
+    python benchmarks/run.py --no-llm        # without the LLM-sized layers
 
 It first times ``accelsim --help`` (the console script beside this Python, else
 ``python -m accelsim``) in fresh processes, median of ``--startup-runs`` runs: the
 start-up a user waits for before any command does work (imports only; the target is
 under 0.3 s, which needs ``import accelsim`` not to load numba, pandas or pyarrow).
+
+Then (``benchmarks/sweep_bench.py``) it runs the 1000-point ``digits_cnn`` sweep with
+two workers (seconds per point, and what a worker's per-point time is made of) and
+times ``load_results`` on that store and on a synthetic 10,000-point one.
+
+After the ResNet-18 lines (below), ``benchmarks/llm.py`` times two LLM-sized linear layers
+(2048x4096x11008 and 8192x4096x14336) against numpy and reports their peak memory against
+the layers' int8 operands.
 
 Then it simulates a ResNet-18-shaped synthetic trace (21 conv/fc layers, activation density
 0.5, weight density 0.4) on a 32x32 output-stationary array with two-sided zero skipping,
@@ -125,6 +135,14 @@ def main() -> int:
                     help="runs of `accelsim --help` timed (median printed; 7)")
     ap.add_argument("--startup-only", action="store_true",
                     help="only time `accelsim --help`")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="skip the sweep and result-store timings (benchmarks/sweep_bench.py)")
+    ap.add_argument("--sweep-workers", type=int, default=2,
+                    help="workers of the 1000-point sweep (2)")
+    ap.add_argument("--store-points", type=int, default=10_000,
+                    help="points of the synthetic store load_results is timed on (10000)")
+    ap.add_argument("--no-llm", action="store_true",
+                    help="skip the LLM-sized layers (benchmarks/llm.py)")
     args = ap.parse_args()
 
     med, times, cmd = startup_time(max(1, args.startup_runs))
@@ -133,6 +151,11 @@ def main() -> int:
           f"{max(times):.3f} s; target < 0.3 s)")
     if args.startup_only:
         return 0
+    if not args.no_sweep:
+        sys.path.insert(0, str(HERE))
+        import sweep_bench
+
+        sweep_bench.run(workers=args.sweep_workers, store_points=args.store_points)
 
     trace = resnet18_trace(density_a=0.5, density_w=0.4, seed=0, image=args.image)
     hw = accelsim.load_hwconfig("dense_os_32x32", {"zero_policy": "skip_both",
@@ -163,6 +186,11 @@ def main() -> int:
     print(f"ratio accelsim/numpy: {t_sim / t_np:.2f}x")
     print(f"compute model only: {t_compute:8.3f} s  (ratio to numpy {t_compute / t_np:.2f}x; "
           f"memory + energy cost {t_sim / t_compute:.2f}x)")
+    if not args.no_llm:
+        sys.path.insert(0, str(HERE))
+        import llm
+
+        llm.report()
 
     py = None if args.no_scalesim else find_scalesim(args.scalesim_python)
     if py is None:

@@ -36,7 +36,11 @@ def test_mac_identity_and_dense_closed_form():
                     == df.macs_dense).all()
             assert df.macs_dense.dtype == np.int64 and df.cycles.dtype == np.int64
             if pol in ("none", "gate"):
-                dense = [dense_cycles(dense_hw, r.m, r.k, r.n) * r.gemms for r in df.itertuples()]
+                # a pack of s groups (array.pack_groups) is a dense M x sK x sN GEMM
+                dense = [sum(dense_cycles(dense_hw, r.m, s * r.k, s * r.n)
+                             for s in (min(r.packed_groups, r.groups - g0)
+                                       for g0 in range(0, r.groups, r.packed_groups)))
+                         * (r.gemms // r.groups) for r in df.itertuples()]
                 assert (df.cycles <= dense).all()  # padding pairs take no slot
                 padded = accelsim.simulate(trace, hw, {"skip_padding": False})
                 assert padded.cycles.tolist() == dense

@@ -59,10 +59,13 @@ _ENTRIES: list[tuple[str, str, str, str]] = [
     ("k", "dim", "layer", "GEMM reduction length (input channels x kernel size)"),
     ("n", "dim", "layer", "GEMM columns (output channels)"),
     ("groups", "dim", "layer", "GEMMs per frame (conv groups, or the batch of a matmul)"),
+    ("packed_groups", "dim", "layer", "conv groups run side by side in one block-diagonal "
+     "GEMM (array.pack_groups, docs/timing.md); 1: one group after another"),
     ("frames", "dim", "layer", "frames (time steps) of the layer"),
     ("gemms", "dim", "layer", "GEMMs of the layer in all (frames x groups)"),
-    ("folds", "count", "layer", "array tiles (folds) the mapping runs, over all GEMMs; "
-     "on the GEMV engine, the GEMVs it runs"),
+    ("folds", "count", "layer", "array tiles (folds) the mapping runs, over all GEMMs "
+     "(packed groups run as one GEMM: packed_groups); on the GEMV engine, the GEMVs it "
+     "runs"),
     ("macs_dense", "count", "macs", "MACs of the dense layer: frames x groups x m x k x n"),
     ("macs_performed", "count", "macs", "MACs the array computed (both operands issued)"),
     ("macs_gated", "count", "macs", "MACs issued with a zero operand and clock-gated: "

@@ -45,8 +45,8 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
     cycles = stats.cycles
     row: dict[str, Any] = {
         "layer": safe_text(s.name), "kind": s.kind, "m": s.m, "k": s.k, "n": s.n,
-        "groups": s.groups, "frames": s.frames, "gemms": s.batch,
-        "folds": g.folds,
+        "groups": s.groups, "packed_groups": g.packed_groups, "frames": s.frames,
+        "gemms": s.batch, "folds": g.folds,
         "macs_dense": g.macs_dense, "macs_performed": g.macs_performed,
         "macs_gated": g.macs_gated, "macs_skipped": g.macs_skipped,
         "macs_padding": g.macs_padding,
@@ -77,9 +77,9 @@ def layer_row(stats: LayerStats, hw: HwConfig, price: dict[str, float]) -> dict[
     return row
 
 
-_INT_COLUMNS = ["m", "k", "n", "groups", "frames", "gemms", "nnz_a", "size_a", "nnz_w",
-                "size_w", "dram_bytes", "glb_bytes", "state_bytes", "a_operand_bits",
-                "map_tm", "map_tn", "map_tk"]
+_INT_COLUMNS = ["m", "k", "n", "groups", "packed_groups", "frames", "gemms", "nnz_a",
+                "size_a", "nnz_w", "size_w", "dram_bytes", "glb_bytes", "state_bytes",
+                "a_operand_bits", "map_tm", "map_tn", "map_tk"]
 
 
 def _resolve(trace, hw, overrides) -> tuple[Trace, HwConfig]:
@@ -117,7 +117,8 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
              functional: bool = False, per_frame: bool = False,
              thresholds: Mapping[str, Any] | None = None,
              max_memory: int | str | None = None,
-             progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+             progress: Callable[[int, int, str], None] | None = None,
+             cache: Any = None) -> pd.DataFrame:
     """Simulate every layer of ``trace`` on ``hw``; one DataFrame row per layer.
 
     ``trace`` and ``hw`` may be objects or paths; ``overrides`` are dotted config keys
@@ -138,6 +139,9 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
     a :class:`~accelsim.errors.SimulationError` before anything is allocated.
     ``progress(done, total, layer_name)`` is called after each layer (the CLI's
     progress bar).
+    ``cache`` (a :class:`accelsim.model.reuse.WorkCache`) keeps config-independent work
+    (lowered masks, and the compute model's result keyed by the compute part of the
+    config) for later calls on the same trace; the results are the same without it.
     """
     import warnings
 
@@ -162,7 +166,7 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
         if th is not None:
             layer = threshold_layer(layer, th)
         stats = simulate_layer(layer, hw, max_memory=max_memory,
-                               consumer=readers.get(layer.name))
+                               consumer=readers.get(layer.name), cache=cache)
         use = kv_use(layer)
         stats.mem.counts = apply_kv(stats.mem.counts, use, hw,
                                     kv_sizes.get(use.step, 0) if use else 0)
@@ -201,31 +205,56 @@ def simulate(trace: Trace | str | os.PathLike, hw: HwConfig | str | os.PathLike,
             out[col] = out[col].astype(np.int64)
         out.attrs.update(hw=hw.name, trace=safe_text(trace.model))
         return out
-    df = pd.DataFrame(rows)
-    for col in COUNT_COLUMNS + _INT_COLUMNS:
-        df[col] = df[col].astype(np.int64)
+    df = _frame(rows, COUNT_COLUMNS + _INT_COLUMNS)
     df.attrs.update(hw=hw.name, hw_hash=hw.config_hash(), trace=safe_text(trace.model),
                     clock_ghz=hw.clock_ghz, hwconfig=hw.to_dict(),
                     pes=hw.array.rows * hw.array.cols * hw.array.macs_per_pe)
     return df
 
 
-_NOT_SUMMED = ("m", "k", "n", "groups", "frames", "a_operand_bits", "map_tm", "map_tn",
-               "map_tk")
+def _frame(rows: list[dict[str, Any]], ints: list[str]) -> pd.DataFrame:
+    """``pd.DataFrame(rows)`` with the ``ints`` columns int64, built column by column."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    if not rows or any(len(r) != len(keys) for r in rows):  # rows with different keys
+        df = pd.DataFrame(rows)
+        for col in ints:
+            df[col] = df[col].astype(np.int64)
+        return df
+    want = set(ints)
+    missing = [c for c in ints if c not in keys]
+    if missing:
+        raise KeyError(missing[0])
+    data = {k: (np.array([r[k] for r in rows], np.int64) if k in want else [r[k] for r in rows])
+            for k in keys}
+    return pd.DataFrame(data)
 
 
-def totals(df: pd.DataFrame) -> pd.Series:
-    """Sum of the count columns over layers, with utilisation, densities and latency
-    recomputed from the sums (not averaged)."""
+_NOT_SUMMED = ("m", "k", "n", "groups", "packed_groups", "frames", "a_operand_bits",
+               "map_tm", "map_tn", "map_tk")
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """A shallow view of ``df`` without ``attrs``: pandas deep-copies ``attrs`` into every
+    column it hands out, and a table's attrs hold the whole config."""
+    if not df.attrs:
+        return df
+    plain = df.copy(deep=False)
+    plain.attrs = {}
+    return plain
+
+
+def _totals_dict(cols: list[tuple[str, Any]], pes: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"layer": "TOTAL", "kind": "total"}
-    for col in df.columns:
+    for col, s in cols:
         if col in out:
             continue
-        if pd.api.types.is_integer_dtype(df[col]) and col not in _NOT_SUMMED:
-            out[col] = int(df[col].sum())
+        dt = s.dtype
+        plain = isinstance(dt, np.dtype) and dt.kind in "iufb"
+        if pd.api.types.is_integer_dtype(dt) and col not in _NOT_SUMMED:
+            out[col] = int(s.to_numpy().sum() if plain else s.sum())
         elif col.endswith(("_bytes", "_pj", "_s")) or col.startswith("energy"):
-            out[col] = float(df[col].sum())
-    pes = df.attrs.get("pes")
+            # np.nansum is what Series.sum does for floats (NaN skipped, same order)
+            out[col] = float(np.nansum(s.to_numpy()) if plain else s.sum())
     cyc = out.get("cycles", 0)
     if pes and cyc:
         out["util"] = (out["macs_performed"] + out["macs_gated"]) / (cyc * pes)
@@ -233,19 +262,67 @@ def totals(df: pd.DataFrame) -> pd.Series:
         out["density_a"] = out["nnz_a"] / out["size_a"]
     if out.get("size_w"):
         out["density_w"] = out["nnz_w"] / out["size_w"]
-    return pd.Series(out)
-
-
-def with_totals(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with a final ``TOTAL`` row."""
-    tot = totals(df).to_frame().T
-    out = pd.concat([df, tot], ignore_index=True)
-    for col in df.columns:
-        if pd.api.types.is_integer_dtype(df[col]):
-            out[col] = out[col].astype("Int64")
-        elif pd.api.types.is_float_dtype(df[col]):
-            out[col] = out[col].astype(float)
-    out.attrs = dict(df.attrs)
     return out
 
 
+def totals(df: pd.DataFrame) -> pd.Series:
+    """Sum of the count columns over layers, with utilisation, densities and latency
+    recomputed from the sums (not averaged)."""
+    return pd.Series(_totals_dict(list(_plain(df).items()), df.attrs.get("pes")))
+
+
+def with_totals(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a final ``TOTAL`` row: integer columns become nullable ``Int64``
+    (empty where the total is not a sum), float columns stay float. One pass over the
+    columns for the sums and the new table (no concat, no per-column re-cast)."""
+    attrs = dict(df.attrs)
+    cols = list(_plain(df).items())
+    tot = _totals_dict(cols, attrs.get("pes"))
+    if not all(isinstance(s.dtype, np.dtype) or pd.api.types.is_string_dtype(s.dtype)
+               for _, s in cols):
+        plain = _plain(df)
+        out = pd.concat([plain, pd.Series(tot).to_frame().T], ignore_index=True)
+        for col in plain.columns:
+            if pd.api.types.is_integer_dtype(plain[col]):
+                out[col] = out[col].astype("Int64")
+            elif pd.api.types.is_float_dtype(plain[col]):
+                out[col] = out[col].astype(float)
+        out.attrs = attrs
+        return out
+    # text (and other) columns: as pandas' concat types them (object where the TOTAL
+    # row has a value, the column's own dtype where it is missing)
+    other = [c for c, s in cols if not (pd.api.types.is_integer_dtype(s.dtype)
+                                        or pd.api.types.is_float_dtype(s.dtype)
+                                        or s.dtype == object
+                                        or isinstance(s.dtype, pd.StringDtype))]
+    texts = pd.concat([_plain(df)[other],
+                       pd.Series({c: tot[c] for c in other if c in tot},
+                                 dtype=object).to_frame().T], ignore_index=True) \
+        if other else None
+    data: dict[str, Any] = {}
+    for col, s in cols:
+        has = col in tot
+        n = len(s)
+        if pd.api.types.is_integer_dtype(s.dtype):
+            vals = np.empty(n + 1, np.int64)
+            vals[:-1] = s.to_numpy(np.int64)
+            vals[-1] = int(tot[col]) if has else 0
+            mask = np.zeros(n + 1, bool)
+            mask[-1] = not has
+            data[col] = pd.arrays.IntegerArray(vals, mask)
+        elif pd.api.types.is_float_dtype(s.dtype):
+            vals = np.empty(n + 1, np.float64)
+            vals[:-1] = s.to_numpy(np.float64)
+            vals[-1] = float(tot[col]) if has else np.nan
+            data[col] = vals
+        elif texts is None or col not in texts:  # object or text
+            vals = np.empty(n + 1, object)
+            vals[:-1] = s.to_numpy(object)
+            vals[-1] = tot[col] if has else np.nan
+            # a value in the TOTAL row makes the column object; none keeps its dtype
+            data[col] = pd.Series(vals, dtype=object if has else s.dtype)
+        else:
+            data[col] = texts[col]
+    out = pd.DataFrame(data, columns=[c for c, _ in cols])
+    out.attrs = attrs
+    return out

@@ -131,7 +131,9 @@ def scalesim_reports(full: pd.DataFrame, hw: Any) -> tuple[pd.DataFrame, pd.Data
       D_cols) the GEMM dimensions the dataflow puts on the array's rows and columns
       (``m``, ``k``, ``n`` through :func:`accelsim.model.dataflow.make_plan`) and
       F_r·F_c its folds per GEMM: the mean over folds of the fraction of PEs mapped,
-      SCALE-Sim's definition (every GEMM of a layer has the same shape).
+      SCALE-Sim's definition (every GEMM of a layer has the same shape); with packed
+      groups (``packed_groups`` G' > 1 of ``groups`` G) times G / ceil(G / G'), the
+      groups a packed fold holds on average.
     - ``Compute Util %`` = 100 × (``macs_performed`` + ``macs_gated``) /
       (``compute_cycles`` × P): utilisation while computing, stalls left out; SCALE-Sim
       averages the per-fold ratio, this is the ratio of the layer's sums.
@@ -171,12 +173,20 @@ def scalesim_reports(full: pd.DataFrame, hw: Any) -> tuple[pd.DataFrame, pd.Data
         return (num / den.where(den > 0)).fillna(0.0)
 
     mapping = []
-    for m, k, n in zip(layers["m"], layers["k"], layers["n"], strict=True):
+    ones = pd.Series(1, index=layers.index)
+    groups = layers["groups"] if "groups" in layers else ones
+    packed = layers["packed_groups"] if "packed_groups" in layers else ones
+    for m, k, n, g, gp in zip(layers["m"], layers["k"], layers["n"], groups, packed,
+                              strict=True):
         dims = {"m": int(m), "k": int(k), "n": int(n)}
         fr, fc = plan.folds(dims["m"], dims["k"], dims["n"])
         area = fr * fc * plan.rows * plan.cols
-        mapping.append(100.0 * dims[plan.row_dim] * dims[plan.col_dim] / area if area
-                       else 0.0)
+        # packed groups (docs/timing.md): each pack of the layer's ceil(g / gp) maps its
+        # groups' row x col blocks on one group's fold grid
+        g, gp = int(g), max(int(gp), 1)
+        share = g / -(-g // gp) if gp > 1 else 1.0
+        mapping.append(100.0 * share * dims[plan.row_dim] * dims[plan.col_dim] / area
+                       if area else 0.0)
     ids = pd.Series(range(len(layers)), dtype="int64")
     comp = pd.DataFrame({
         "LayerID": ids,

@@ -88,8 +88,8 @@ SIMULATE_DEFAULT = ["layer", "kind", "macs_dense", "macs_performed", "cycles",
 #: --show groups of simulate
 SHOW_GROUPS: dict[str, list[str]] = {
     "brief": SIMULATE_DEFAULT,
-    "shape": ["layer", "kind", "m", "k", "n", "groups", "frames", "gemms", "folds",
-              "macs_dense", "macs_padding", "util"],
+    "shape": ["layer", "kind", "m", "k", "n", "groups", "packed_groups", "frames", "gemms",
+              "folds", "macs_dense", "macs_padding", "util"],
     "macs": ["layer", "kind", "macs_dense", "macs_performed", "macs_gated", "macs_skipped",
              "macs_padding", "compute_cycles", "stall_cycles", "cycles", "util"],
     "energy": ["layer", "energy_mac_pj", "energy_skip_pj", "energy_mux_pj", "energy_rf_pj",

@@ -13,6 +13,16 @@ from accelsim.errors import AccelsimError, did_you_mean
 PLOT_KINDS = ("pareto", "cycles", "energy", "heatmap", "density")
 
 
+def _non_negative(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    return n
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -115,7 +125,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     try:
         s = sweep(spec, args.output, workers=args.workers, scheduler=args.scheduler,
                   dask_local=args.dask_local, retry_failed=args.retry_failed,
-                  progress=bar)
+                  progress=bar, cache_bytes=args.cache_mib * 2**20)
     finally:
         bar.close()
     print(f"sweep {spec.name} -> {s.results_dir}: {s.points} points "
@@ -275,6 +285,8 @@ def register(sub: Any) -> None:
     s.add_argument("--dry-run", action="store_true",
                    help="only count the points (grid, dropped, already stored) and exit")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--cache-mib", type=_non_negative, default=256, metavar="MIB",
+                   help="per-worker budget for work reused across points (256; 0: off)")
     s.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser(

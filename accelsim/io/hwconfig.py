@@ -93,6 +93,10 @@ class ArrayConfig:
                                                       "0 = none")
     pe_simd: PeSimdConfig = opt(PeSimdConfig, doc="SIMD PEs: lanes along an output "
                                                   "dimension share one activation")
+    pack_groups: str = opt("auto", choices=("auto", "off"),
+                           doc="grouped convolutions: auto runs groups narrower than the "
+                               "array side by side as block-diagonal GEMMs "
+                               "(docs/timing.md); off: one group after another")
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,9 @@ class ScaleSimConfig:
             "name": self.run_name,
             "description": f"from SCALE-Sim config {self.path.name} "
                            f"(InterfaceBandwidth {self.interface_bandwidth})",
-            "array": {"rows": self.rows, "cols": self.cols, "macs_per_pe": 1},
+            # SCALE-Sim runs a depthwise layer one channel's GEMM after another
+            "array": {"rows": self.rows, "cols": self.cols, "macs_per_pe": 1,
+                      "pack_groups": "off"},
             "dataflow": self.dataflow,
             "zero_policy": "none",
             "timing": "scalesim",  # fill and drain per fold, as SCALE-Sim counts

@@ -28,6 +28,7 @@ from accelsim.model.memory import (
     simulate_memory,
 )
 from accelsim.model.outwrite import OutWrite
+from accelsim.model.packing import pack_width, packed_timing
 from accelsim.model.skipcost import SKIP_KEYS, gemm_skip_costs
 from accelsim.model.sparsity import NMStructure, check_nm, delta_operand, nm_structure
 from accelsim.model.sync import fold_cycles as sync_fold_cycles
@@ -51,7 +52,8 @@ class GemmResult:
     #: shape [F, P, folds_rows, folds_cols]
     fold_slots: np.ndarray
     #: compute cycles per fold (accelsim.model.sync.fold_cycles), same shape; 0 for
-    #: GEMMs skipped whole
+    #: GEMMs skipped whole. Packed groups (packed_groups > 1): a pack's folds sit on its
+    #: first active group, the pack's other groups hold 0
     fold_cycles: np.ndarray
     #: per frame: performed MACs and compute cycles
     frame_performed: np.ndarray
@@ -62,6 +64,8 @@ class GemmResult:
     macs_padding: int = 0
     #: what skipping costs (accelsim.model.skipcost.SKIP_KEYS)
     skip_counts: dict[str, int] | None = None
+    #: groups run side by side in one packed GEMM (accelsim.model.packing; 1: none)
+    packed_groups: int = 1
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in
@@ -154,9 +158,12 @@ def _mac_counts(az: np.ndarray, wz: np.ndarray, policy: str,
 def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
                    nm: NMStructure | None = None,
                    active: np.ndarray | None = None,
-                   rz: np.ndarray | None = None) -> GemmResult:
+                   rz: np.ndarray | None = None, groups: bool = False) -> GemmResult:
     """Simulate ``A[F, P, M, K] @ W[Fw, P, K, N]`` given boolean nonzero masks; ``rz``
-    [1, P, M, K] marks A's real (non-padding) positions when padding pairs are skipped."""
+    [1, P, M, K] marks A's real (non-padding) positions when padding pairs are skipped.
+    ``groups``: the P GEMMs of a frame are a convolution's groups, which
+    ``array.pack_groups`` may run side by side (:mod:`accelsim.model.packing`): the
+    fold timing then comes from the packed GEMMs, the MAC counts stay the groups'."""
     if az.ndim != 4 or wz.ndim != 4:
         raise ValueError("expected A[F, P, M, K] and W[Fw, P, K, N] masks")
     plan = make_plan(hw)
@@ -167,9 +174,15 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
     counts = _mac_counts(az, wz, policy, nm, sums, hw.gate_on, classes=classes)
     if active is None:
         active = np.ones(az.shape[:2], bool)
-    steps = fold_steps(az, wz, hw, plan, nm, active, rz)
-    fold_cycles = sync_fold_cycles(steps, hw, plan, active)
-    folds = int(active.sum()) * steps.shape[2] * steps.shape[3]
+    width = (pack_width(hw, plan, az.shape[-1], wz.shape[-1], az.shape[1], nm is not None)
+             if groups else 1)
+    if width > 1:
+        steps, fold_cycles, folds = packed_timing(az, wz, hw, plan, active, rz, width,
+                                                  fold_steps, sync_fold_cycles)
+    else:
+        steps = fold_steps(az, wz, hw, plan, nm, active, rz)
+        fold_cycles = sync_fold_cycles(steps, hw, plan, active)
+        folds = int(active.sum()) * steps.shape[2] * steps.shape[3]
     skip_counts = gemm_skip_costs(classes, active, hw, nm is not None)
     frame_cycles = fold_cycles.sum(axis=(1, 2, 3))
     return GemmResult(
@@ -179,6 +192,7 @@ def simulate_masks(az: np.ndarray, wz: np.ndarray, hw: HwConfig,
         fold_cycles=fold_cycles, frame_performed=counts["performed"],
         frame_cycles=frame_cycles, active=active,
         macs_padding=int(counts["padding"].sum()), skip_counts=skip_counts,
+        packed_groups=width,
     )
 
 
@@ -283,27 +297,58 @@ def nm_applies(layer: Layer, hw: HwConfig) -> bool:
     return bool(hw.structured.n and layer.kind != "matmul")
 
 
-def simulate_layer(layer: Layer, hw: HwConfig, *,
-                   max_memory: int | str | None = None,
-                   consumer: Layer | None = None) -> LayerStats:
-    """Simulate one traced layer on ``hw``. Before anything is allocated the layer's
-    working set is estimated (:mod:`accelsim.model.budget`) and a layer needing more
-    than ``max_memory`` bytes (default: half the physical memory) is refused.
-    ``consumer``: the layer whose input is this layer's output
-    (:func:`accelsim.model.outwrite.consumers`); the output is then written in its A
-    format where the chain is exact, else dense."""
-    from accelsim.model.budget import check_layer
-    from accelsim.model.outwrite import plan_output
+@dataclass
+class LayerOperands:
+    """A layer's lowered operand masks and their nonzero counts: what the compute and
+    memory models read, independent of the array, the policy and the memory."""
 
-    shape = gemm_shape(layer)
-    if shape.macs_dense >= INT64_LIMIT:
-        raise SimulationError(f"layer {layer.name!r}: {shape.macs_dense} MACs overflow "
-                              f"64-bit counters")
-    check_layer(layer, hw, max_memory)
+    #: nonzero mask of the A operand (of the delta operand under delta) as traced
+    a_mask: np.ndarray
+    #: delta processing: elements changed per frame, else None
+    changed: np.ndarray | None
+    az: np.ndarray  # [F, P, M, K]
+    wz: np.ndarray  # [Fw, P, K, N]
+    rz: np.ndarray | None  # [1, P, M, K] real positions when padding is skipped
+    nm: NMStructure | None
+    nnz_a: int
+    size_a: int
+    nnz_w: int
+    size_w: int
+    frame_nnz_a: np.ndarray
+    #: identity for a :class:`~accelsim.model.reuse.WorkCache` (None: not cacheable)
+    key: tuple | None = None
+
+    def active(self, hw: HwConfig) -> np.ndarray:
+        """[F, P] False for GEMMs skipped whole (delta frames without changes)."""
+        active = np.ones(self.az.shape[:2], bool)
+        if self.changed is not None and hw.zero_policy in ("skip_a", "skip_both"):
+            active[1:] = self.az[1:].any(axis=(-1, -2))
+        return active
+
+
+def layer_operands(layer: Layer, hw: HwConfig, cache=None) -> LayerOperands:
+    """Lower ``layer``'s operand masks for ``hw``, through ``cache`` (a
+    :class:`~accelsim.model.reuse.WorkCache`) when one is given and the layer's tensors
+    are file mappings; only the delta threshold, ``skip_padding`` and ``structured``
+    of ``hw`` matter here."""
+    from accelsim.model.reuse import layer_identity
+
+    delta = delta_applies(layer, hw)
+    use_nm = nm_applies(layer, hw)
+    key = None
+    if cache is not None:
+        ident = layer_identity(layer)
+        if ident is not None:
+            key = ("operands", ident, hw.delta.threshold_for(layer.name) if delta else None,
+                   bool(hw.skip_padding),
+                   (hw.structured.n, hw.structured.m) if use_nm else None)
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
     a = np.asarray(layer.a)
     w = np.asarray(layer.w)
     changed = None
-    if delta_applies(layer, hw):
+    if delta:
         operand, changed = delta_operand(a, hw.delta.threshold_for(layer.name))
         a_mask = operand != 0
     else:
@@ -312,31 +357,69 @@ def simulate_layer(layer: Layer, hw: HwConfig, *,
     wz = np.swapaxes(lower_wt(layer, w != 0), -1, -2)  # [Fw, P, K, N], a view
     rz = real_mask(layer) if hw.skip_padding else None
     nm = None
-    if nm_applies(layer, hw):
+    if use_nm:
         check_nm(layer, wz, hw.structured.n, hw.structured.m)
         nm = nm_structure(wz, hw.structured.n, hw.structured.m)
+    frame_nnz_a = np.count_nonzero(
+        a_mask.reshape(layer.num_frames, -1) if layer.frames else a_mask.reshape(1, -1),
+        axis=1)
+    ops = LayerOperands(a_mask=a_mask, changed=changed, az=az, wz=wz, rz=rz, nm=nm,
+                        nnz_a=int(np.count_nonzero(a)), size_a=a.size,
+                        nnz_w=int(np.count_nonzero(w)), size_w=w.size,
+                        frame_nnz_a=frame_nnz_a, key=key)
+    if key is not None:
+        cache.put(key, ops)
+    return ops
+
+
+def simulate_layer(layer: Layer, hw: HwConfig, *,
+                   max_memory: int | str | None = None,
+                   consumer: Layer | None = None, cache=None) -> LayerStats:
+    """Simulate one traced layer on ``hw``. Before anything is allocated the layer's
+    working set is estimated (:mod:`accelsim.model.budget`) and a layer needing more
+    than ``max_memory`` bytes (default: half the physical memory) is refused.
+    ``consumer``: the layer whose input is this layer's output
+    (:func:`accelsim.model.outwrite.consumers`); the output is then written in its A
+    format where the chain is exact, else dense.
+    ``cache``: a :class:`~accelsim.model.reuse.WorkCache` that keeps the lowered masks
+    and the compute model's result for later calls (same results, less work)."""
+    from accelsim.model.budget import check_layer
+    from accelsim.model.outwrite import plan_output
+
+    shape = gemm_shape(layer)
+    if shape.macs_dense >= INT64_LIMIT:
+        raise SimulationError(f"layer {layer.name!r}: {shape.macs_dense} MACs overflow "
+                              f"64-bit counters")
+    check_layer(layer, hw, max_memory)
+    ops = layer_operands(layer, hw, cache)
+    az, wz, rz, nm, a_mask, changed = ops.az, ops.wz, ops.rz, ops.nm, ops.a_mask, ops.changed
     out_write = plan_output(layer, consumer, hw)  # before this layer's widths resolve
     hw = resolve_formats(layer, hw, az.shape[-2], az.shape[-1], wz.shape[-1], nm)
-    active = np.ones(az.shape[:2], bool)
-    if changed is not None and hw.zero_policy in ("skip_a", "skip_both"):
-        active[1:] = az[1:].any(axis=(-1, -2))
+    active = ops.active(hw)
     from accelsim.model.gemv import engine_for, simulate_gemv
 
     if engine_for(hw, shape) == "gemv":
         res, mem = simulate_gemv(layer, az, wz, hw, rz=rz, active=active, a_mask=a_mask,
                                  changed=changed, out_write=out_write)
     else:
-        res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz)
+        # the compute result depends on the operands (ops.key) and on hw minus
+        # reuse.NON_COMPUTE_KEYS; anything else simulate_masks is given must join the key
+        key = None if ops.key is None else ("gemm", ops.key, cache.compute_key(hw))
+        res = None if key is None else cache.get(key)
+        if res is None:
+            res = simulate_masks(az, wz, hw, nm=nm, active=active, rz=rz,
+                                 groups=layer.kind != "matmul" and shape.groups > 1)
+            if key is not None:
+                cache.put(key, res)
         mem = simulate_memory(layer, az, wz, hw, make_plan(hw), res.fold_cycles,
                               res.macs_performed, res.macs_gated, a_mask=a_mask, nm=nm,
                               active=active, changed=changed, out_write=out_write)
-    stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=int(np.count_nonzero(a)),
-                       size_a=a.size, nnz_w=int(np.count_nonzero(w)), size_w=w.size,
+    stats = LayerStats(shape=shape, gemm=res, mem=mem, nnz_a=ops.nnz_a,
+                       size_a=ops.size_a, nnz_w=ops.nnz_w, size_w=ops.size_w,
                        nm_mux_ops=(res.macs_performed + res.macs_gated) if nm else 0,
                        a_operand_bits=a_operand_bits(layer, hw),
                        shape_a_bits=hw.precision.a_bits, out_write=out_write)
-    stats.frame_nnz_a = np.count_nonzero(
-        a_mask.reshape(shape.frames, -1) if layer.frames else a_mask.reshape(1, -1), axis=1)
+    stats.frame_nnz_a = ops.frame_nnz_a
     if changed is not None:
         stats.delta_nnz = int(stats.frame_nnz_a[1:].sum())
         stats.delta_size = a_mask[1:].size

@@ -88,8 +88,12 @@ def _uniform_block_sums(mask: np.ndarray, bx: int, by: int) -> np.ndarray:
     uint8 view (no RLE needed, so no sequential scan)."""
     m = np.asarray(mask)
     m = m.view(np.uint8) if m.dtype == np.bool_ else (m != 0).view(np.uint8)
-    cols = _sum_last(m, by)  # [B, X, nby]
-    return np.ascontiguousarray(_sum_last(np.swapaxes(cols, -1, -2), bx).swapaxes(-1, -2))
+    cols = m if by == 1 else _sum_last(m, by)  # [B, X, nby]; by 1: the uint8 view itself
+    if bx == 1:
+        out = np.swapaxes(cols, -1, -2)
+    else:
+        out = _sum_last(np.swapaxes(cols, -1, -2), bx)
+    return np.ascontiguousarray(out.swapaxes(-1, -2), dtype=np.int64)
 
 
 def uniform_bounds(n: int, block: int) -> np.ndarray:
@@ -354,3 +358,65 @@ def fold_steps_kernel(a, w, pad, has_pad, idx, has_nm, active, perm, flow, ua, u
                         if v > steps:
                             steps = v
                     out[f, pp, i, j] = steps
+
+
+@njit(cache=True, nogil=True)
+def timeline_kernel(new_tile, fetch, comp, grd, gwr, dwr, depth):  # pragma: no cover
+    """The demand-driven stall timeline (docs/memory-model.md, "Stalls") over ``S``
+    sub-folds in program order; every argument but ``depth`` is a flat int64 [S] array
+    of cycles (``new_tile`` 1 on each GLB tile's first sub-fold, ``fetch`` that tile's
+    DRAM fetch on it). ``depth`` is 2 with double buffering, else 1. Returns the cycle
+    at which the last compute or transfer ends."""
+    s = comp.shape[0]
+    nt = 0
+    for f in range(s):
+        nt += new_tile[f]
+    tile = np.empty(s, np.int64)
+    first = np.empty(nt, np.int64)
+    last = np.empty(nt, np.int64)
+    t = -1
+    for f in range(s):
+        if new_tile[f]:
+            t += 1
+            first[t] = f
+        tile[f] = t
+        last[t] = f
+    fdone = np.zeros(nt, np.int64)  # when each tile's DRAM fetch has landed
+    rdone = np.zeros(s, np.int64)  # when each sub-fold's GLB reads are done
+    dfree = 0  # the DRAM channel is busy until this cycle
+    gfree = 0  # the GLB port likewise
+    for u in range(min(depth, nt)):  # the first tiles' buffers are free at cycle 0
+        c = fetch[first[u]]
+        if c > 0:
+            dfree += c
+            fdone[u] = dfree
+    for g in range(min(depth, s)):  # the first register buffers are free at cycle 0
+        if grd[g] > 0:
+            gfree += grd[g]
+            rdone[g] = gfree
+    end = 0
+    for f in range(s):  # compute waits for the sub-fold before, its reads, its tile's data
+        end = max(max(end, rdone[f]), fdone[tile[f]]) + comp[f]
+        c = dwr[f]  # its DRAM writes
+        if c > 0:
+            dfree = max(end, dfree) + c
+        t = tile[f]
+        if f == last[t] and t + depth < nt:  # a tile buffer is free: fetch tile t+depth
+            c = fetch[first[t + depth]]
+            if c > 0:
+                dfree = max(end, dfree) + c
+                fdone[t + depth] = dfree
+            else:
+                fdone[t + depth] = end
+        c = gwr[f]  # its GLB writes, then the GLB reads of sub-fold f+depth
+        if c > 0:
+            gfree = max(end, gfree) + c
+        g = f + depth
+        if g < s:
+            c = grd[g]
+            if c > 0:
+                gfree = max(end, gfree) + c
+                rdone[g] = gfree
+            else:
+                rdone[g] = end
+    return max(end, max(dfree, gfree))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -622,34 +623,54 @@ class ConvWindows:
         # per frame and group, the input in storage order [N, C/G, *sp] flattened
         self.xg = np.moveaxis(x.reshape((nf, nb, g, cg) + sp), 2, 1).reshape(nf, g, -1)
         self._touched: dict = {}
+        self._tiles: dict = {}
 
     def touched(self, m0: int, m1: int, k0: int, k1: int) -> np.ndarray:
         """Boolean mask over a group's input: the elements im2col rows m0:m1, columns
-        k0:k1 read."""
+        k0:k1 read. Rows are output positions (batch, *out) row-major and columns
+        (channel, *kernel offset): a channel's touched positions are the union, over its
+        kernel offsets in the column range, of the selected outputs shifted to the input
+        (strided slices), so the cost is offsets x outputs, not the im2col block."""
         key = (m0, m1, k0, k1)
         if key in self._touched:
             return self._touched[key]
-        lay, sp = self.layer, self.sp
-        psp = math.prod(sp)
-        sstride = [math.prod(sp[i + 1:]) for i in range(len(sp))]
-        kk = np.arange(k0, k1)
-        kc = np.unravel_index(kk, (self.cg,) + self.ks)
-        out = np.zeros(self.xg.shape[2], bool)
-        step = max(1, (1 << 22) // max(1, kk.size))
-        for r0 in range(m0, m1, step):
-            rr = np.arange(r0, min(m1, r0 + step))
-            mo = np.unravel_index(rr, (self.nb,) + self.outs)
-            flat = mo[0][:, None] * (self.cg * psp) + kc[0][None, :] * psp
-            ok = np.ones((rr.size, kk.size), bool)
-            for i in range(len(sp)):
-                pos = (mo[i + 1][:, None] * lay.stride[i] - lay.padding[i]
-                       + kc[i + 1][None, :] * lay.dilation[i])
-                ok &= (pos >= 0) & (pos < sp[i])
-                flat = flat + pos * sstride[i]
-            out[flat[ok]] = True
+        out = np.zeros((self.nb, self.cg) + self.sp, bool)
+        if m1 > m0 and k1 > k0:
+            sel = np.zeros(self.nb * math.prod(self.outs), bool)
+            sel[m0:m1] = True
+            sel = sel.reshape((self.nb,) + self.outs)
+            kper = math.prod(self.ks)
+            c0, c1 = k0 // kper, (k1 - 1) // kper
+            out[:, c0] = self._spatial(sel, k0 - c0 * kper, min(k1 - c0 * kper, kper))
+            if c1 > c0:
+                out[:, c1] = self._spatial(sel, 0, k1 - c1 * kper)
+            if c1 > c0 + 1:
+                out[:, c0 + 1:c1] = self._spatial(sel, 0, kper)[:, None]
+        out = out.reshape(-1)
         if len(self._touched) < 4096:
             self._touched[key] = out
         return out
+
+    def _spatial(self, sel: np.ndarray, o0: int, o1: int) -> np.ndarray:
+        """[nb, *sp] input positions that the selected outputs ``sel`` [nb, *out] read
+        through the kernel offsets o0..o1 (row-major over the kernel)."""
+        lay, sp = self.layer, self.sp
+        res = np.zeros((self.nb,) + sp, bool)
+        for o in range(o0, o1):
+            kc = np.unravel_index(o, self.ks)
+            src, dst = [slice(None)], [slice(None)]
+            for i in range(len(sp)):
+                st, pad, off = lay.stride[i], lay.padding[i], int(kc[i]) * lay.dilation[i]
+                lo = max(0, -(-(pad - off) // st))  # first output whose input is >= 0
+                hi = min(self.outs[i], (sp[i] - 1 + pad - off) // st + 1)
+                if hi <= lo:
+                    break
+                start = lo * st - pad + off
+                src.append(slice(lo, hi))
+                dst.append(slice(start, start + (hi - lo - 1) * st + 1, st))
+            else:
+                res[tuple(dst)] |= sel[tuple(src)]
+        return res
 
     def size_of(self, sel_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(data, meta) bytes [F, G] of the elements ``sel_mask`` selects, per frame and
@@ -659,7 +680,8 @@ class ConvWindows:
         vals = self.xg[:, :, sel]
         nnz = vals.sum(axis=-1, dtype=np.int64)
         numel = np.full(nnz.shape, sel.size, np.int64)
-        fibers = np.full(nnz.shape, np.unique(sel // self.sp[-1]).size, np.int64)
+        fibers = np.full(nnz.shape, int(sel_mask.reshape(-1, self.sp[-1]).any(axis=1).sum()),
+                         np.int64)
         entries = nnz.copy()
         if fmt.kind == "rle":
             for f in range(vals.shape[0]):
@@ -671,6 +693,9 @@ class ConvWindows:
 
     def tiles(self, m: int, k: int, tm: int, tk: int) -> tuple[np.ndarray, np.ndarray]:
         """(data, meta) bytes [F, G, tm tiles, tk tiles] of every A GLB tile."""
+        hit = self._tiles.get((m, k, tm, tk))
+        if hit is not None:
+            return hit[0].copy(), hit[1].copy()
         me, ke = _extents(m, tm), _extents(k, tk)
         nf, g = self.xg.shape[:2]
         data = np.zeros((nf, g, me.size, ke.size), np.int64)
@@ -680,7 +705,33 @@ class ConvWindows:
                 sel = self.touched(im * tm, im * tm + int(me[im]), ik * tk,
                                    ik * tk + int(ke[ik]))
                 data[:, :, im, ik], meta[:, :, im, ik] = self.size_of(sel)
+        if len(self._tiles) < 256:
+            self._tiles[(m, k, tm, tk)] = (data.copy(), meta.copy())
         return data, meta
+
+
+#: ConvWindows of read-only masks (a sweep worker's cached operands,
+#: accelsim.model.reuse), kept across calls: what they compute depends only on the
+#: mask, the layer's geometry and the A format. Keyed by the mask object, which each
+#: entry holds (so its id is not reused) and which cannot change (read-only).
+_WINDOWS: OrderedDict = OrderedDict()
+_WINDOWS_MAX = 16
+
+
+def conv_windows(layer: Layer, x_mask: np.ndarray, fmt, bits: int) -> ConvWindows:
+    if x_mask.flags.writeable:
+        return ConvWindows(layer, x_mask, fmt, bits)
+    key = (id(x_mask), layer.kind, layer.frames, tuple(layer.stride), tuple(layer.padding),
+           tuple(layer.dilation), layer.groups, tuple(np.shape(layer.w)), fmt, bits)
+    hit = _WINDOWS.get(key)
+    if hit is not None and hit[0] is x_mask:
+        _WINDOWS.move_to_end(key)
+        return hit[1]
+    win = ConvWindows(layer, x_mask, fmt, bits)
+    _WINDOWS[key] = (x_mask, win)
+    while len(_WINDOWS) > _WINDOWS_MAX:
+        _WINDOWS.popitem(last=False)
+    return win
 
 
 def tile_stats(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *, rows: int,
@@ -708,7 +759,7 @@ def tile_stats(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, *, ro
     is_conv = layer.kind in ("conv1d", "conv2d", "conv3d")
     windows = None
     if is_conv:
-        windows = ConvWindows(layer, (np.asarray(layer.a) != 0) if a_mask is None
+        windows = conv_windows(layer, (np.asarray(layer.a) != 0) if a_mask is None
                               else a_mask, fa, a_bits)
 
     sums = {}
@@ -775,35 +826,33 @@ def visit_order(stats: TileStats, mp: Mapping) -> Visit:
     span = stats.extent[temporal]
     bpt = {d: (-(-mp.t(d) // stats.unit[d]) if mp.t(d) < stats.extent[d]
                else stats.nblocks[d]) for d in (od, idim)}
-    outer, inner, t0, t1 = [], [], [], []
-    tiles, first, last = [], [], []
-    ranges = [range(t[d]) for d in mp.order]
-    pos = 0
-    for combo in itertools.product(*ranges):
-        idx = dict(zip(mp.order, combo, strict=True))
-        o0 = idx[od] * bpt[od]
-        o = np.arange(o0, min(stats.nblocks[od], o0 + bpt[od]))
-        i0 = idx[idim] * bpt[idim]
-        i = np.arange(i0, min(stats.nblocks[idim], i0 + bpt[idim]))
-        cnt = o.size * i.size
-        outer.append(np.repeat(o, i.size))
-        inner.append(np.tile(i, o.size))
-        c = idx[temporal]
-        lo, hi = c * mp.t(temporal), min(span, (c + 1) * mp.t(temporal))
-        t0.append(np.full(cnt, lo, np.int64))
-        t1.append(np.full(cnt, hi, np.int64))
-        tiles.append([idx["m"], idx["n"], idx["k"]])
-        first.append(pos)
-        last.append(pos + cnt - 1)
-        pos += cnt
-    tile_idx = np.array(tiles, np.int64).reshape(-1, 3)
+    # every GLB tile in loop order (itertools.product's order: the last loop fastest),
+    # then its folds' blocks, outer-major, vectorised over the tiles
+    shape = tuple(t[d] for d in mp.order)
+    combos = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T  # [T, 3]
+    col = {d: mp.order.index(d) for d in mp.order}
+    tile_idx = np.ascontiguousarray(combos[:, [col["m"], col["n"], col["k"]]])
+    o0 = combos[:, col[od]] * bpt[od]
+    no_ = np.minimum(stats.nblocks[od], o0 + bpt[od]) - o0
+    i0 = combos[:, col[idim]] * bpt[idim]
+    ni_ = np.minimum(stats.nblocks[idim], i0 + bpt[idim]) - i0
+    cnt = no_ * ni_
+    start = np.concatenate([np.zeros(1, np.int64), np.cumsum(cnt)[:-1]])
+    owner = np.repeat(np.arange(cnt.size), cnt)
+    local = np.arange(int(cnt.sum()), dtype=np.int64) - start[owner]
+    c = combos[:, col[temporal]]
+    lo = c * mp.t(temporal)
+    hi = np.minimum(span, (c + 1) * mp.t(temporal))
+    first, last = start, start + cnt - 1
+    sub_outer = o0[owner] + local // ni_[owner]
+    sub_inner = i0[owner] + local % ni_[owner]
+    sub_t0, sub_t1 = lo[owner], hi[owner]
 
     ps = psum_to_dram(mp.order, t)
     kcol = tile_idx[:, 2]
     return Visit(
-        outer=np.concatenate(outer), inner=np.concatenate(inner),
-        t0=np.concatenate(t0), t1=np.concatenate(t1), span=span, tile_idx=tile_idx,
-        first=np.array(first, np.int64), last=np.array(last, np.int64),
+        outer=sub_outer, inner=sub_inner, t0=sub_t0, t1=sub_t1, span=span,
+        tile_idx=tile_idx, first=first, last=last,
         fetch_a=_changed(tile_idx, "mk"), fetch_w=_changed(tile_idx, "nk"),
         psum_read=(kcol > 0) & ps, psum_write=(kcol < t["k"] - 1) & ps)
 

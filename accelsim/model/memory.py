@@ -18,7 +18,12 @@ from accelsim.errors import SimulationError
 from accelsim.io.hwconfig import FormatConfig, HwConfig
 from accelsim.io.trace import Layer
 from accelsim.model.dataflow import Plan, make_plan
-from accelsim.model.kernels import block_nnz_rle, range_nnz_rle, uniform_bounds
+from accelsim.model.kernels import (
+    block_nnz_rle,
+    range_nnz_rle,
+    timeline_kernel,
+    uniform_bounds,
+)
 from accelsim.model.mapping import (
     a_fetches,
     choose_mapping,
@@ -515,29 +520,44 @@ def simulate_memory(layer: Layer, az: np.ndarray, wz: np.ndarray, hw: HwConfig, 
         raise SimulationError(f"layer {layer.name!r}: traffic overflows 64-bit counters")
 
     # --- stall timeline over the sub-folds of the layer's active GEMMs, in the
-    # mapping's order; a GLB tile's DRAM bytes go to its first sub-fold
+    # mapping's order; a GLB tile's DRAM fetch is on its first sub-fold (kernels)
     dram_in, dram_out = _tile_transfers(stats, mp, visit, (nf, npf))
     dram_out = dram_out + out_d + out_m
     glb_in = share(a_d + a_m + w_d + w_m + ps_r, visit)
     glb_out = share(ps_w + out_w, visit) - out_sub + out_d + out_m
     compute = share(order_cycles, visit)
+    new_tile = np.zeros(compute.shape, np.int64)
+    new_tile[..., visit.first] = 1
     sel = np.broadcast_to(active[:, :, None], compute.shape).reshape(-1)
-    dram_in, dram_out, glb_in, glb_out, compute = (
-        x.reshape(-1)[sel] for x in (dram_in, dram_out, glb_in, glb_out, compute))
-    zero = np.zeros(1, np.int64)
-    d_load = np.concatenate([dram_in, zero]) + np.concatenate([zero, dram_out])
-    g_load = np.concatenate([glb_in, zero]) + np.concatenate([zero, glb_out])
-    load = np.maximum(_ceil_div(d_load, hw.memory.dram.bandwidth_bytes_per_cycle),
-                      _ceil_div(g_load, glb.bandwidth_bytes_per_cycle))
+    new_tile, dram_in, dram_out, glb_in, glb_out, compute = (
+        x.reshape(-1)[sel] for x in (new_tile, dram_in, dram_out, glb_in, glb_out, compute))
     compute_total = int(compute.sum())
-    if glb.double_buffer:
-        cycles = int(load[0]) + int(np.maximum(compute, load[1:]).sum())
-    else:
-        cycles = int(load.sum()) + compute_total
+    cycles = timeline_cycles(new_tile, dram_in, compute, glb_in, glb_out, dram_out, hw)
     cycles += state["state_stall_cycles"]
     return MemoryResult(counts=counts, compute_cycles=compute_total,
                         stall_cycles=cycles - compute_total, cycles=cycles,
                         mapping=(mp.order, *mp.tile))
+
+
+def timeline_cycles(new_tile: np.ndarray, fetch_bytes: np.ndarray, compute: np.ndarray,
+                    glb_read_bytes: np.ndarray, glb_write_bytes: np.ndarray,
+                    dram_write_bytes: np.ndarray, hw: HwConfig) -> int:
+    """Total cycles of the demand-driven stall timeline (docs/memory-model.md, "Stalls")
+    over sub-folds in program order, each argument a flat [S] integer array:
+    ``new_tile`` 1 on the first sub-fold of each GLB tile, ``fetch_bytes`` that tile's
+    DRAM fetch (on its first sub-fold, 0 elsewhere), ``compute`` cycles, then the
+    sub-fold's GLB reads, GLB writes and DRAM writes in bytes."""
+    dram_bw = hw.memory.dram.bandwidth_bytes_per_cycle
+    glb_bw = hw.memory.glb.bandwidth_bytes_per_cycle
+
+    def flat(x, bw=None):
+        x = np.asarray(x, np.int64).reshape(-1)
+        return np.ascontiguousarray(x if bw is None else _ceil_div(x, bw), dtype=np.int64)
+
+    return int(timeline_kernel(
+        flat(new_tile), flat(fetch_bytes, dram_bw), flat(compute), flat(glb_read_bytes, glb_bw),
+        flat(glb_write_bytes, glb_bw), flat(dram_write_bytes, dram_bw),
+        2 if hw.memory.glb.double_buffer else 1))
 
 
 def _tile_transfers(stats, mp, visit, shape) -> tuple[np.ndarray, np.ndarray]:

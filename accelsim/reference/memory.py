@@ -434,6 +434,7 @@ def _memory_gemm(a: np.ndarray, w: np.ndarray, unique_a: np.ndarray, w_mode: str
                                ("out", out_dram[f])):
                 part[key] = value * t1 // span - value * t0 // span
             part["dram_rd"] = 0
+            part["new_tile"] = int(f == mine[0])  # the first sub-fold of a GLB tile
             sub.append(part)
         # DRAM -> GLB: a tile that is not the one held is fetched
         if held["a"] != (im, ik):
@@ -481,27 +482,73 @@ def _transfer_cycles(nbytes: int, bw: float) -> int:
 
 
 def _timeline(folds: list[dict[str, int]], hw: HwConfig) -> int:
-    """Step the stall model over the layer's folds; return its total cycles."""
+    """Step the demand-driven stall timeline (docs/memory-model.md, "Stalls") over the
+    layer's sub-folds; return its total cycles.
+
+    Every compute and transfer is a job with the jobs it waits for; each resource (the
+    array, the DRAM channel, the GLB port) serves its jobs one at a time in program
+    order. The stepping repeatedly starts the head job of any resource whose waits have
+    all finished, until every job has a finish time."""
     dram_bw = hw.memory.dram.bandwidth_bytes_per_cycle
     glb_bw = hw.memory.glb.bandwidth_bytes_per_cycle
-    load = []
-    prev_dram_wr = prev_glb_wr = 0
-    for fold in folds:
-        load.append(max(_transfer_cycles(fold["dram_rd"] + prev_dram_wr, dram_bw),
-                        _transfer_cycles(fold["glb_rd"] + prev_glb_wr, glb_bw)))
-        prev_dram_wr, prev_glb_wr = fold["dram_wr"], fold["glb_wr"]
-    load.append(max(_transfer_cycles(prev_dram_wr, dram_bw),
-                    _transfer_cycles(prev_glb_wr, glb_bw)))
-    cycles = 0
-    if hw.memory.glb.double_buffer:
-        cycles += load[0]
-        for f, fold in enumerate(folds):
-            cycles += max(fold["compute"], load[f + 1])
-    else:
-        for f, fold in enumerate(folds):
-            cycles += load[f] + fold["compute"]
-        cycles += load[len(folds)]
-    return cycles
+    depth = 2 if hw.memory.glb.double_buffer else 1
+    tile_of, first, last = [], [], []
+    for f, fold in enumerate(folds):
+        if fold["new_tile"]:
+            first.append(f)
+            last.append(f)
+        assert first, "the first sub-fold starts a GLB tile"
+        tile_of.append(len(first) - 1)
+        last[-1] = f
+    n_tiles = len(first)
+
+    jobs: dict[tuple[str, int], tuple[int, list[tuple[str, int]]]] = {}
+    queues: dict[str, list[tuple[str, int]]] = {"array": [], "dram": [], "glb": []}
+
+    def job(resource, name, cycles, waits):
+        jobs[name] = (cycles, waits)
+        queues[resource].append(name)
+
+    def fetch(t, waits):  # tile t's DRAM fetch lands in a free tile buffer
+        job("dram", ("fetch", t), _transfer_cycles(folds[first[t]]["dram_rd"], dram_bw),
+            waits)
+
+    def glb_read(g, waits):  # sub-fold g's GLB -> array reads into a free register half
+        job("glb", ("read", g), _transfer_cycles(folds[g]["glb_rd"], glb_bw), waits)
+
+    for t in range(min(depth, n_tiles)):
+        fetch(t, [])
+    for g in range(min(depth, len(folds))):
+        glb_read(g, [])
+    for f, fold in enumerate(folds):
+        job("array", ("compute", f), fold["compute"], [("read", f), ("fetch", tile_of[f])])
+        job("dram", ("dram_write", f), _transfer_cycles(fold["dram_wr"], dram_bw),
+            [("compute", f)])
+        t = tile_of[f]
+        if f == last[t] and t + depth < n_tiles:
+            fetch(t + depth, [("compute", f)])
+        job("glb", ("glb_write", f), _transfer_cycles(fold["glb_wr"], glb_bw),
+            [("compute", f)])
+        if f + depth < len(folds):
+            glb_read(f + depth, [("compute", f)])
+
+    done: dict[tuple[str, int], int] = {}
+    free = dict.fromkeys(queues, 0)
+    while any(queues.values()):
+        progressed = False
+        for resource, queue in queues.items():
+            while queue and all(w in done for w in jobs[queue[0]][1]):
+                name = queue.pop(0)
+                cycles, waits = jobs[name]
+                ready = max((done[w] for w in waits), default=0)
+                if resource != "array" and cycles == 0:
+                    done[name] = ready  # nothing to move: it occupies no resource
+                else:
+                    done[name] = max(ready, free[resource]) + cycles
+                    free[resource] = done[name]
+                progressed = True
+        assert progressed, "the timeline's waits form a cycle"
+    return max(done.values(), default=0)
 
 
 def _charge_outputs(folds: list[dict[str, int]], frame_of: list[int],

@@ -93,10 +93,59 @@ class _Gemm:
     a_src: np.ndarray | None = None
 
 
+def _pack_width(layer: Any, hw: HwConfig, k: int, n: int, groups: int) -> int:
+    """Groups run side by side as one block-diagonal GEMM (``array.pack_groups``,
+    docs/timing.md): as many as fit along the dims the array holds the group's GEMM on
+    (os: N on the columns; ws: K on the rows and N on the columns; is: K on the rows),
+    at most ``groups``; 1 (no packing) below 2, for matmuls, SIMD PEs and N:M."""
+    if (layer.kind == "matmul" or groups < 2 or hw.array.pack_groups != "auto"
+            or hw.array.pe_simd.width != 1 or hw.structured.n):
+        return 1
+    rows, cols = hw.array.rows, hw.array.cols
+    fits = {"os": [cols // n if n < cols else 1],
+            "ws": [rows // k if k <= rows else 1, cols // n if n <= cols else 1],
+            "is": [rows // k if k < rows else 1]}[hw.dataflow]
+    width = min(min(fits), groups)
+    return width if width >= 2 else 1
+
+
+def _packed_gemm(members: list[_Gemm]) -> tuple[np.ndarray, np.ndarray, Any]:
+    """A' (the groups' A side by side along K), the block-diagonal W' (group i's W at
+    rows i K.., cols i N..; every other weight a structural zero) and the padding of
+    A' of groups packed into one GEMM."""
+    k_dim, n_dim = members[0].w.shape
+    a_p = np.concatenate([g.a for g in members], axis=1)
+    w_p = np.zeros((k_dim * len(members), n_dim * len(members)), members[0].w.dtype)
+    for i, g in enumerate(members):
+        w_p[i * k_dim:(i + 1) * k_dim, i * n_dim:(i + 1) * n_dim] = g.w
+    pad_p = None
+    if members[0].pad is not None:
+        pad_p = [sum((g.pad[m] for g in members), []) for m in range(a_p.shape[0])]
+    return a_p, w_p, pad_p
+
+
+def _pack_timing(gemms: list[_Gemm], hw: HwConfig, per_frame: int, width: int
+                 ) -> dict[int, tuple[dict[tuple[int, int], int], int]]:
+    """Per pack of ``width`` consecutive groups of a frame (the last may hold fewer):
+    the fold cycles and folds of its packed GEMM, keyed by the index of its first active
+    group. Packs without an active group run nothing."""
+    out = {}
+    for f0 in range(0, len(gemms), per_frame):
+        for g0 in range(0, per_frame, width):
+            members = gemms[f0 + g0:f0 + min(per_frame, g0 + width)]
+            on = [i for i, g in enumerate(members) if g.active]
+            if not on:
+                continue
+            a_p, w_p, pad_p = _packed_gemm(members)
+            counts, cycles = _compute_gemm(a_p, w_p, hw, None, pad_p)
+            out[f0 + g0 + on[0]] = (cycles, counts["folds"])
+    return out
+
+
 def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
          per_gemm: list[int] | None = None, state_glb: int = 0,
          out_write: tuple[list[int], list[int]] | None = None,
-         per_frame: int = 1, name: str = "gemm",
+         per_frame: int = 1, name: str = "gemm", pack: int = 1,
          pinned: tuple[str, tuple[int, int, int]] | None = None,
          cache: dict | None = None) -> dict[str, int]:
     """Simulate GEMMs one after another as one layer. A GEMM that is not active is
@@ -104,9 +153,11 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
     A element (a_bits + 1 under delta); ``per_gemm`` collects each GEMM's compute
     cycles; ``state_glb``: out-partition bytes taken by delta state; ``out_write``: per
     frame, the (data, metadata) bytes of the output in its consumer's format (None:
-    dense), frames being runs of ``per_frame`` GEMMs. ``pinned``: the mapping to use
-    (the search's candidates); ``cache``: compute results per GEMM, kept between the
-    search's runs."""
+    dense), frames being runs of ``per_frame`` GEMMs. ``pack``: groups of a frame
+    packed into one GEMM for timing (1: none): their MACs stay each group's, their
+    folds and cycles are the packed GEMM's, on its first active group. ``pinned``: the
+    mapping to use (the search's candidates); ``cache``: compute results per GEMM, kept
+    between the search's runs."""
     a_bits = hw.precision.a_bits if a_bits is None else a_bits
     cache = {} if cache is None else cache
     total = dict.fromkeys(ALL_FIELDS, 0)
@@ -114,7 +165,7 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
     all_folds: list[dict[str, int]] = []
     frame_of: list[int] = []
     mapping = pinned if pinned is not None else _search(
-        gemms, hw, a_bits, state_glb, per_frame, name, cache)
+        gemms, hw, a_bits, state_glb, per_frame, name, cache, pack)
     # W left in the GLB by frame 0 serves later frames when the W tile is all of W and
     # the weights of every group fit together (never swapped: no second buffer)
     order, (_, tn, tk) = mapping
@@ -133,6 +184,9 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
         keep_w = whole and need + held["a"] + held["out"] <= pool
     else:
         keep_w = whole and need <= glb.w_kib * 1024
+    if pack > 1 and "packed" not in cache:
+        cache["packed"] = _pack_timing(gemms, hw, per_frame, pack)
+    packed = cache.get("packed", {})
     for idx, g in enumerate(gemms):
         if not g.active:
             dense = g.a.shape[0] * g.a.shape[1] * g.w.shape[1]
@@ -150,6 +204,13 @@ def _run(gemms: list[_Gemm], hw: HwConfig, a_bits: int | None = None,
         if idx not in cache:
             cache[idx] = _compute_gemm(g.a, g.w, hw, g.nm.kept if g.nm else None, g.pad)
         counts, fold_cycles = cache[idx]
+        counts = dict(counts)  # the cached result stays as computed
+        if pack > 1:  # timing from the packed GEMM, on the pack's first active group
+            cycles, folds = packed.get(idx, ({key: 0 for key in fold_cycles}, 0))
+            assert cycles.keys() == fold_cycles.keys()
+            fold_cycles = cycles
+            counts["folds"] = folds
+            counts["compute_cycles"] = sum(cycles.values())
         _add(total, counts)
         if per_gemm is not None:
             per_gemm.append(sum(fold_cycles.values()))
@@ -196,7 +257,7 @@ _DRAM_IN = ("dram_a_read_bytes", "dram_a_read_meta_bytes", "dram_w_read_bytes",
 
 
 def _search(gemms: list[_Gemm], hw: HwConfig, a_bits: int, state_glb: int, per_frame: int,
-            name: str, cache: dict) -> tuple[str, tuple[int, int, int]]:
+            name: str, cache: dict, pack: int = 1) -> tuple[str, tuple[int, int, int]]:
     """``mapping.search``: the fixed mapping, or of the candidates (every loop order x
     every tile size from the fold extent doubling up to the dim, plus the dim; a pinned
     order or tile kept; ``random:N`` draws N of them, seed 0) and the fixed mapping, the
@@ -251,7 +312,7 @@ def _search(gemms: list[_Gemm], hw: HwConfig, a_bits: int, state_glb: int, per_f
             choose_mapping(gemms, trial, a_bits, state_glb, name)
         except SimulationError:
             continue  # illegal
-        t = _run(gemms, trial, a_bits, None, state_glb, None, per_frame, name,
+        t = _run(gemms, trial, a_bits, None, state_glb, None, per_frame, name, pack,
                  pinned=(order, tile), cache=cache)
         dram = sum(t[key] for key in _DRAM_IN)
         energy = dram * p["dram"] \
@@ -652,8 +713,10 @@ def simulate_layer(layer: Any, hw: HwConfig, *, with_skipped: bool = False,
                 total[f"{level}_out_write_meta_bytes"] = sum(
                     m for m, on in zip(out_write[1], ran, strict=True) if on)
     else:
+        ga0, gw0, _ = per_frame[0][0]
+        pack = _pack_width(layer, hw, ga0.shape[1], gw0.shape[1], len(per_frame[0]))
         total = _run(gemms, hw, a_bits, per_gemm, state_glb, out_write, len(per_frame[0]),
-                     layer.name)
+                     layer.name, pack)
     if delta:
         ga0, gw0, _ = per_frame[0][0]
         n_g = len(per_frame[0])

@@ -215,6 +215,16 @@ def _hw_plausible(rng: random.Random, path: tuple) -> Any:
         "clock_ghz": lambda: rng.choice([0.001, 1, 2.5, 100, 101]),
         "double_buffer": lambda: rng.choice([True, False]),
         "state": lambda: rng.choice(["auto", "glb", "dram"]),
+        "loop_order": lambda: rng.choice(["auto", "mnk", "kmn", "nkm", "mmk", "mn"]),
+        "glb_tile": lambda: rng.choice(["auto", [1, 1, 1], [16, "full", 8], [0, 4, 4],
+                                        [10**12, 2, 2], "full", [4, 4]]),
+        "search": lambda: rng.choice(["fixed", "exhaustive", "random:3", "random:0",
+                                      "random:x", "greedy"]),
+        "objective": lambda: rng.choice(["energy", "cycles", "edp", "area"]),
+        "shared": lambda: rng.choice([True, False, "yes"]),
+        "pack_groups": lambda: rng.choice(["auto", "off", "on"]),
+        "backend": lambda: rng.choice(["auto", "numpy", "torch", "cupy"]),
+        "w_on_zero_a": lambda: rng.choice(["none", "rows", "cols"]),
     }
     if key in table:
         return table[key]()
@@ -316,7 +326,10 @@ def case_hwconfig(rng: random.Random, tmp: Path) -> None:
         key = rng.choice(["array.rows", "array.cols", "zero_policy", "dataflow",
                           "memory.dram.bandwidth_bytes_per_cycle", "memory.glb.a_kib",
                           "formats.a.kind", "structured.n", "delta.enabled", "bogus.key",
-                          "array", "array..rows", "", "precision.a_bits", "clock_ghz"])
+                          "array", "array..rows", "", "precision.a_bits", "clock_ghz",
+                          "mapping.loop_order", "mapping.glb_tile", "mapping.search",
+                          "mapping.objective", "memory.glb.shared", "array.pack_groups",
+                          "backend", "engine.kind", "fetch_skip.w_on_zero_a"])
         val = rng.choice([str(_hw_plausible(rng, (key.rsplit(".", 1)[-1],))),
                           dump(nasty(rng)).decode("utf-8", "replace").strip(),
                           rng.choice(EVIL_TEXTS)(rng).decode("utf-8", "replace")[:3000],

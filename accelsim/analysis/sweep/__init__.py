@@ -31,7 +31,16 @@ a copy of the last spec run. Why this shape:
   missing, and reading a few thousand small files with pyarrow takes seconds. CSV would
   lose dtypes and need a schema on the side.
 
-:func:`load_results` concatenates the files into one DataFrame.
+* *Compacted*: every 1000 committed points, and at the end of a run, the driver writes
+  waiting point files into one batch file and then deletes them (:func:`compact`); a
+  point file wins over a batch and a newer batch over an older one, so readers see each
+  point exactly once whenever a crash happens. ``docs/sweeps.md`` has the rules.
+
+:func:`load_results` concatenates the files into one DataFrame, optionally filtered by
+swept keys with the filter pushed down to the Parquet reader.
+
+**Work reuse**: workers keep config-independent work across points
+(:mod:`accelsim.model.reuse`) and get related points in chunks.
 
 The package is split by concern:
 
@@ -62,7 +71,7 @@ from accelsim.analysis.sweep.spec import (
     load_spec,
     parse_constraint,
 )
-from accelsim.analysis.sweep.store import META_COLUMNS, load_results, stored_points
+from accelsim.analysis.sweep.store import META_COLUMNS, compact, load_results, stored_points
 
 __all__ = [
     "MAX_UNSAMPLED",
@@ -76,6 +85,7 @@ __all__ = [
     "SweepPlan",
     "SweepSpec",
     "SweepSummary",
+    "compact",
     "eval_constraint",
     "load_results",
     "load_spec",

@@ -20,9 +20,11 @@ from accelsim.analysis.sweep.plan import Point, plan_sweep
 from accelsim.analysis.sweep.spec import SweepSpec, load_spec
 from accelsim.analysis.sweep.store import (
     META_COLUMNS,
-    _atomic_parquet,
+    _atomic_bytes,
     _atomic_text,
     _clean_stale,
+    compact,
+    point_encode,
     stored_points,
 )
 from accelsim.errors import AccelsimError, ConfigError
@@ -31,6 +33,21 @@ from accelsim.io.hwconfig import HwConfig, build
 # ====================================================================== the worker
 
 _TRACES: dict[str, Any] = {}
+#: this process's work cache (accelsim.model.reuse), made on first use
+_CACHE: list[Any] = []
+
+#: points sent to a worker at once: related points (same trace and compute config) land
+#: in one worker, which then reuses their shared work
+CHUNK = 8
+
+
+def _work_cache(cache_bytes: int | None) -> Any:
+    from accelsim.model.reuse import DEFAULT_CACHE_BYTES, WorkCache
+
+    want = DEFAULT_CACHE_BYTES if cache_bytes is None else int(cache_bytes)
+    if not _CACHE or _CACHE[0].max_bytes != want:
+        _CACHE[:] = [WorkCache(want)]
+    return _CACHE[0]
 
 
 def _meta(point: Point, status: str, error: str) -> dict[str, Any]:
@@ -38,11 +55,13 @@ def _meta(point: Point, status: str, error: str) -> dict[str, Any]:
             "trace": point.trace_model, "label": point.label}
 
 
-def run_point(point: Point) -> tuple[str, pd.DataFrame]:
+def run_point(point: Point, cache_bytes: int | None = None) -> tuple[str, pd.DataFrame]:
     """Simulate one point; never raises for a bad point (the error is the result).
 
     Top-level so that spawned processes and Dask workers can import it. The trace is
-    loaded (memory-mapped) in the worker and cached per process.
+    loaded (memory-mapped) in the worker and cached per process, and so is the work that
+    does not depend on the config (:mod:`accelsim.model.reuse`), within ``cache_bytes``
+    (default 256 MiB; 0 turns the cache off).
     """
     from accelsim.analysis.report import simulate, with_totals
     from accelsim.io.trace import load_trace
@@ -57,15 +76,17 @@ def run_point(point: Point) -> tuple[str, pd.DataFrame]:
         trace = _TRACES.get(key)
         if trace is None:
             trace = _TRACES[key] = load_trace(key)
-        df = with_totals(simulate(trace, hw))
-        df["scope"] = ["layer"] * (len(df) - 1) + ["total"]
+        cache = _work_cache(cache_bytes) if cache_bytes != 0 else None
+        df = with_totals(simulate(trace, hw, cache=cache))
+        scope = ["layer"] * (len(df) - 1) + ["total"]
         area = area_of(hw)
         status, error = "ok", ""
     except Exception as e:  # noqa: BLE001 - failure isolation: record and go on
         msg = " ".join(str(e).split()) or type(e).__name__
         if not isinstance(e, AccelsimError):
             msg = f"{type(e).__name__}: {msg}"
-        df = pd.DataFrame({"layer": ["TOTAL"], "kind": ["total"], "scope": ["total"]})
+        df = pd.DataFrame({"layer": ["TOTAL"], "kind": ["total"]})
+        scope = ["total"]
         hw, area, status, error = None, {}, "failed", msg
     sim_s = time.perf_counter() - t0
     df.attrs = {}
@@ -74,12 +95,58 @@ def run_point(point: Point) -> tuple[str, pd.DataFrame]:
     front.update(trace_path=str(point.trace), trace_id=point.trace_id,
                  config_hash=point.config_hash, hw_name=point.raw.get("name", ""),
                  swept=",".join(point.values), sim_s=sim_s, **area)
-    cols = {k: [v] * len(df) for k, v in front.items() if k != "scope"}
-    head = pd.DataFrame(cols, index=df.index)
-    out = pd.concat([head, df], axis=1)
-    out["hwconfig"] = json.dumps(point.raw, sort_keys=True)
-    order = META_COLUMNS + [c for c in out.columns if c not in META_COLUMNS]
-    return point.point_id, out[order]
+    # one table, built once: the metadata columns, then the simulation's, then the config
+    n = len(df)
+    front["scope"] = scope
+    cols: dict[str, Any] = {k: front[k] if k == "scope" else [front[k]] * n
+                            for k in META_COLUMNS}
+    cols.update((k, [v] * n) for k, v in front.items() if k not in cols)
+    cols.update((k, v) for k, v in df.items() if k not in cols)
+    cols["hwconfig"] = [json.dumps(point.raw, sort_keys=True)] * n
+    return point.point_id, pd.DataFrame(cols, index=df.index)
+
+
+@dataclass
+class Encoded:
+    """One finished point as a worker hands it to the driver: what the driver reports
+    and the bytes of its Parquet file, which the driver writes as they are."""
+
+    point_id: str
+    status: str
+    error: str
+    sim_s: float
+    data: bytes
+    #: the same rows as an Arrow table, kept by the driver for the next compaction
+    table: Any = None
+
+
+def _encode(point_id: str, frame: pd.DataFrame) -> Encoded:
+    table, data = point_encode(frame)
+    return Encoded(point_id, str(frame["status"].iloc[0]), str(frame["error"].iloc[0]),
+                   float(frame["sim_s"].iloc[0]), data, table)
+
+
+def run_points(points: list[Point], cache_bytes: int | None = None) -> list[Encoded]:
+    """:func:`run_point` for each of ``points`` in turn, in one worker, each result
+    encoded as its Parquet file's bytes."""
+    return [_encode(*run_point(p, cache_bytes)) for p in points]
+
+
+def _group_key(point: Point) -> tuple[str, str]:
+    """Points with equal keys share the compute model's work: same trace, and configs
+    that differ only outside the compute part (memory, energy, clock)."""
+    from accelsim.model.reuse import NON_COMPUTE_KEYS
+
+    raw = {k: v for k, v in point.raw.items() if k not in NON_COMPUTE_KEYS}
+    return point.trace_id, json.dumps(raw, sort_keys=True, default=str)
+
+
+def _chunks(points: list[Point], size: int) -> list[list[Point]]:
+    """``points`` grouped by :func:`_group_key` (plan order otherwise) in chunks of at
+    most ``size``."""
+    order = sorted(range(len(points)), key=lambda i: (_group_key(points[i]), i))
+    ordered = [points[i] for i in order]
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
 def _quiet_worker(driver: int | None = None) -> None:  # pragma: no cover - in the workers
@@ -154,9 +221,12 @@ class _Inline:
     name = "inline"
     window = 1
 
-    def submit(self, point: Point) -> cf.Future:
+    def __init__(self, cache_bytes: int | None = None) -> None:
+        self.cache_bytes = cache_bytes
+
+    def submit(self, points: list[Point]) -> cf.Future:
         fut: cf.Future = cf.Future()
-        fut.set_result(run_point(point))
+        fut.set_result(run_points(points, self.cache_bytes))
         return fut
 
     def wait_any(self, futs: list[Any]) -> list[Any]:
@@ -169,9 +239,10 @@ class _Inline:
 class _Pool:
     name = "processes"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, cache_bytes: int | None = None) -> None:
         self.workers = workers
-        self.window = 4 * workers
+        self.window = 2 * workers
+        self.cache_bytes = cache_bytes
         self._new()
 
     def _new(self) -> None:
@@ -179,13 +250,13 @@ class _Pool:
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_quiet_worker, initargs=(os.getpid(),))
 
-    def submit(self, point: Point) -> cf.Future:
+    def submit(self, points: list[Point]) -> cf.Future:
         try:
-            return self.pool.submit(run_point, point)
+            return self.pool.submit(run_points, points, self.cache_bytes)
         except cf.process.BrokenProcessPool:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self._new()
-            return self.pool.submit(run_point, point)
+            return self.pool.submit(run_points, points, self.cache_bytes)
 
     def wait_any(self, futs: list[Any]) -> list[Any]:
         done, _ = cf.wait(futs, return_when=cf.FIRST_COMPLETED)
@@ -196,7 +267,9 @@ class _Pool:
 
 
 class _Dask:
-    def __init__(self, scheduler: str | None, local: int | None) -> None:
+    def __init__(self, scheduler: str | None, local: int | None,
+                 cache_bytes: int | None = None) -> None:
+        self.cache_bytes = cache_bytes
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -219,10 +292,11 @@ class _Dask:
                                         processes=True, dashboard_address=None)
             self.client = Client(self.cluster)
         threads = sum(self.client.nthreads().values()) or 1
-        self.window = max(4 * threads, 8)
+        self.window = max(2 * threads, 4)
 
-    def submit(self, point: Point) -> Any:
-        return self.client.submit(run_point, point, key=f"accelsim-point-{point.point_id}",
+    def submit(self, points: list[Point]) -> Any:
+        return self.client.submit(run_points, points, self.cache_bytes,
+                                  key=f"accelsim-points-{points[0].point_id}-{len(points)}",
                                   pure=False)
 
     def wait_any(self, futs: list[Any]) -> list[Any]:
@@ -243,7 +317,8 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
           results_dir: str | os.PathLike, *, workers: int | None = None,
           scheduler: str | None = None, dask_local: int | None = None,
           retry_failed: bool = False,
-          progress: Callable[[SweepEvent], None] | None = None) -> SweepSummary:
+          progress: Callable[[SweepEvent], None] | None = None,
+          cache_bytes: int | None = None, compact_every: int = 1000) -> SweepSummary:
     """Run a sweep into ``results_dir``; points already stored there are skipped.
 
     Backends: local processes (``workers``, default ``os.cpu_count()``; ``workers=1``
@@ -252,6 +327,13 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
     is stored with ``status="failed"`` and its error, and the sweep goes on;
     ``retry_failed=True`` runs stored failures again. ``progress`` receives
     :class:`SweepEvent` objects (the library itself never prints).
+
+    Points go to workers in chunks of :data:`CHUNK`, grouped by trace and compute
+    config, and each worker keeps config-independent work for later points
+    (:mod:`accelsim.model.reuse`) within ``cache_bytes`` (default 256 MiB; 0: off).
+    Each point is committed atomically as its own file; every ``compact_every`` points,
+    and at the end of the run, waiting point files are compacted into a batch file
+    (:func:`accelsim.analysis.sweep.store.compact`; ``compact_every=0``: never).
     """
     t0 = time.perf_counter()
     if not isinstance(spec, SweepSpec):
@@ -260,6 +342,8 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
         raise AccelsimError("choose either a Dask scheduler address or a LocalCluster size")
     if workers is not None and workers < 1:
         raise AccelsimError(f"workers: expected an integer >= 1, got {workers}")
+    if cache_bytes is not None and cache_bytes < 0:
+        raise AccelsimError(f"cache_bytes: expected an integer >= 0, got {cache_bytes}")
     if dask_local is not None and dask_local < 1:
         raise AccelsimError(f"dask_local: expected an integer >= 1, got {dask_local}")
     plan = plan_sweep(spec)
@@ -271,6 +355,8 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
         raise AccelsimError(f"{out}: cannot create results directory ({e})") from None
     _clean_stale(points_dir)
     _atomic_text(spec.text, out / "spec.yaml")
+    if compact_every:
+        compact(out)  # point files a killed run left behind
 
     stored = stored_points(out)
     todo, seen = [], set()
@@ -287,7 +373,10 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
     emit = progress or (lambda ev: None)
     emit(SweepEvent("start", total=len(todo), skipped=summary.skipped))
 
-    def record(point: Point, frame: pd.DataFrame | None, exc: BaseException | None) -> None:
+    committed = [0]
+    known: dict[str, Any] = {}  # tables of the point files written since a compaction
+
+    def record(point: Point, enc: Encoded | None, exc: BaseException | None) -> None:
         if exc is not None:
             summary.lost += 1
             msg = f"worker lost ({type(exc).__name__}: {exc}); not stored, rerun to retry"
@@ -295,11 +384,17 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
             emit(SweepEvent("point", point_id=point.point_id, label=point.label,
                             trace=point.trace_model, status="lost", error=msg))
             return
-        assert frame is not None
-        _atomic_parquet(frame, points_dir / f"{point.point_id}.parquet")
-        status = str(frame["status"].iloc[0])
-        error = str(frame["error"].iloc[0])
-        summary.sim_s += float(frame["sim_s"].iloc[0])
+        assert enc is not None
+        path = points_dir / f"{point.point_id}.parquet"
+        _atomic_bytes(enc.data, path)
+        committed[0] += 1
+        if compact_every:
+            known[point.point_id] = (path, len(enc.data), enc.table)
+            if committed[0] % compact_every == 0:
+                compact(out, min_points=1, known=known)
+                known.clear()
+        status, error = enc.status, enc.error
+        summary.sim_s += enc.sim_s
         if status == "ok":
             summary.ok += 1
         else:
@@ -312,19 +407,19 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
     runnable = []
     for p in todo:
         if p.error is not None:
-            record(p, run_point(p)[1], None)
+            record(p, _encode(*run_point(p)), None)
         else:
             runnable.append(p)
     if runnable:
         if scheduler or dask_local:
-            backend: Any = _Dask(scheduler, dask_local)
+            backend: Any = _Dask(scheduler, dask_local, cache_bytes)
         elif (workers or os.cpu_count() or 1) == 1:
-            backend = _Inline()
+            backend = _Inline(cache_bytes)
         else:
-            backend = _Pool(min(workers or os.cpu_count() or 1, len(runnable)))
+            backend = _Pool(min(workers or os.cpu_count() or 1, len(runnable)), cache_bytes)
         summary.backend = backend.name
-        pending: dict[Any, Point] = {}
-        queue = iter(runnable)
+        pending: dict[Any, list[Point]] = {}
+        queue = iter(_chunks(runnable, CHUNK))
         cancel = True
         try:
             while True:
@@ -336,15 +431,19 @@ def sweep(spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
                 if not pending:
                     break
                 for fut in backend.wait_any(list(pending)):
-                    point = pending.pop(fut)
+                    chunk = pending.pop(fut)
                     try:
-                        _pid, frame = fut.result()
+                        results = fut.result()
                     except Exception as e:  # noqa: BLE001 - the worker, not the point
-                        record(point, None, e)
+                        for point in chunk:
+                            record(point, None, e)
                     else:
-                        record(point, frame, None)
+                        for point, enc in zip(chunk, results, strict=True):
+                            record(point, enc, None)
             cancel = False
         finally:
             backend.close(cancel=cancel)
+    if compact_every:
+        compact(out, known=known)
     summary.wall_s = time.perf_counter() - t0
     return summary
