@@ -231,7 +231,7 @@ CNV_WS_TRACE = "digits_cnn"
 
 
 def _cnvlutin_ws_total(traces: Path) -> Outcome:
-    """cnvlutin_ws_16x16 with mapping.search exhaustive over its dense twin (zero_policy
+    """cnvlutin_ws_16x16 with mapping.search fixed over its dense twin (zero_policy
     none, dense activations): the speedup in total cycles (stalls included) within 10% of
     the speedup in compute cycles."""
     trace = _trace(traces, CNV_WS_TRACE)
@@ -239,7 +239,7 @@ def _cnvlutin_ws_total(traces: Path) -> Outcome:
         return Outcome("-", None, f"trace {traces / CNV_WS_TRACE} not found")
     from accelsim.analysis.report import simulate
 
-    on = {"mapping.search": "exhaustive"}
+    on = {"mapping.search": "fixed"}
     cnv = simulate(trace, _hw("cnvlutin_ws_16x16", on))
     dense = simulate(trace, _hw("cnvlutin_ws_16x16", {**on, "zero_policy": "none",
                                                       "formats.a.kind": "dense"}))
@@ -247,7 +247,7 @@ def _cnvlutin_ws_total(traces: Path) -> Outcome:
     total = int(dense.cycles.sum()) / int(cnv.cycles.sum())
     stall = int(cnv.stall_cycles.sum()) / int(cnv.cycles.sum())
     return Outcome(f"{total:.3f}x total / {comp:.3f}x compute", abs(total / comp - 1) <= 0.1,
-                   f"{CNV_WS_TRACE}, all layers, search exhaustive (objective energy); "
+                   f"{CNV_WS_TRACE}, all layers, search fixed (greedy legal tile); "
                    f"{stall:.1%} of cnvlutin_ws_16x16's cycles are stalls")
 
 
@@ -306,7 +306,7 @@ PSUM_KIB = range(64, 513)
 def psum_sweep(traces: Path) -> dict[int, int] | str:
     """DRAM bytes that the searched mapping moves (A, W, partial sums; the output writes
     do not depend on the mapping) on digits_cnn conv2 with cnvlutin_ws_16x16 and
-    mapping.search exhaustive, for memory.glb.out_kib 64..512 one KiB at a time (one set
+    mapping.search fixed, for memory.glb.out_kib 64..512 one KiB at a time (one set
     of tile statistics, repriced per size)."""
     trace = _trace(traces, CNV_WS_TRACE)
     if trace is None:
@@ -317,7 +317,7 @@ def psum_sweep(traces: Path) -> dict[int, int] | str:
     from accelsim.model.memory import a_operand_bits, resolve_formats
 
     layer = next(la for la in trace.layers if la.name == "conv2")
-    hw = _hw("cnvlutin_ws_16x16", {"mapping.search": "exhaustive"})
+    hw = _hw("cnvlutin_ws_16x16", {"mapping.search": "fixed"})
     az, wz = layer_masks(layer)
     hw = resolve_formats(layer, hw, az.shape[-2], az.shape[-1], wz.shape[-1])
     plan = make_plan(hw)
@@ -339,8 +339,8 @@ def _psum_cliff(traces: Path) -> Outcome:
     v = np.array([got[k] for k in PSUM_KIB], np.float64)
     jump = float(np.max(np.abs(np.diff(v)) / np.minimum(v[1:], v[:-1])))
     return Outcome(f"{jump:.2%} largest step", jump <= 0.1,
-                   f"digits_cnn conv2, cnvlutin_ws_16x16, search exhaustive: mapping DRAM "
-                   f"bytes {int(v.min())}-{int(v.max())} over out_kib 64-512 "
+                   f"digits_cnn conv2, cnvlutin_ws_16x16, search fixed (greedy legal tile): "
+                   f"mapping DRAM bytes {int(v.min())}-{int(v.max())} over out_kib 64-512 "
                    f"({got[399]} at 399, {got[400]} at 400 KiB)")
 
 

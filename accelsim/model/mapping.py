@@ -634,6 +634,40 @@ class ConvWindows:
         key = (m0, m1, k0, k1)
         if key in self._touched:
             return self._touched[key]
+        kper = math.prod(self.ks)
+        offsets = min(k1 - k0, 3 * kper)  # kernel offsets the strided path walks
+        if (m1 - m0) * (k1 - k0) <= offsets * self.nb * math.prod(self.outs) + self.xg.shape[2]:
+            out = self._enumerated(m0, m1, k0, k1)  # a small block: walk its pairs
+        else:
+            out = self._sliced(m0, m1, k0, k1)
+        if len(self._touched) < 4096:
+            self._touched[key] = out
+        return out
+
+    def _enumerated(self, m0: int, m1: int, k0: int, k1: int) -> np.ndarray:
+        """touched() by walking the im2col block's (row, column) pairs."""
+        lay, sp = self.layer, self.sp
+        psp = math.prod(sp)
+        sstride = [math.prod(sp[i + 1:]) for i in range(len(sp))]
+        kk = np.arange(k0, k1)
+        kc = np.unravel_index(kk, (self.cg,) + self.ks)
+        out = np.zeros(self.xg.shape[2], bool)
+        step = max(1, (1 << 22) // max(1, kk.size))
+        for r0 in range(m0, m1, step):
+            rr = np.arange(r0, min(m1, r0 + step))
+            mo = np.unravel_index(rr, (self.nb,) + self.outs)
+            flat = mo[0][:, None] * (self.cg * psp) + kc[0][None, :] * psp
+            ok = np.ones((rr.size, kk.size), bool)
+            for i in range(len(sp)):
+                pos = (mo[i + 1][:, None] * lay.stride[i] - lay.padding[i]
+                       + kc[i + 1][None, :] * lay.dilation[i])
+                ok &= (pos >= 0) & (pos < sp[i])
+                flat = flat + pos * sstride[i]
+            out[flat[ok]] = True
+        return out
+
+    def _sliced(self, m0: int, m1: int, k0: int, k1: int) -> np.ndarray:
+        """touched() from strided slices per kernel offset (a large block)."""
         out = np.zeros((self.nb, self.cg) + self.sp, bool)
         if m1 > m0 and k1 > k0:
             sel = np.zeros(self.nb * math.prod(self.outs), bool)
@@ -646,10 +680,7 @@ class ConvWindows:
                 out[:, c1] = self._spatial(sel, 0, k1 - c1 * kper)
             if c1 > c0 + 1:
                 out[:, c0 + 1:c1] = self._spatial(sel, 0, kper)[:, None]
-        out = out.reshape(-1)
-        if len(self._touched) < 4096:
-            self._touched[key] = out
-        return out
+        return out.reshape(-1)
 
     def _spatial(self, sel: np.ndarray, o0: int, o1: int) -> np.ndarray:
         """[nb, *sp] input positions that the selected outputs ``sel`` [nb, *out] read
