@@ -412,9 +412,8 @@ def candidate_sizes(stats: TileStats, d: str) -> list[int]:
     return out + [e]
 
 
-def candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
-    """The search's candidates in canonical order (loop orders as in
-    :data:`~accelsim.io.hwconfig.LOOP_ORDERS`, then Tm, Tn, Tk ascending); a pinned
+def _search_space(stats: TileStats, hw: HwConfig) -> tuple[tuple[str, ...], list[list[int]]]:
+    """The loop orders and the per-dim tile sizes a search walks: a pinned
     ``loop_order`` or ``glb_tile`` is kept as set."""
     from accelsim.io.hwconfig import LOOP_ORDERS
 
@@ -425,6 +424,14 @@ def candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
     else:
         sizes = [[stats.extent[d] if v == "full" else min(int(v), stats.extent[d])]
                  for d, v in zip(DIMS, cfg.glb_tile, strict=True)]
+    return tuple(orders), sizes
+
+
+def candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
+    """The search's candidates in canonical order (loop orders as in
+    :data:`~accelsim.io.hwconfig.LOOP_ORDERS`, then Tm, Tn, Tk ascending); a pinned
+    ``loop_order`` or ``glb_tile`` is kept as set."""
+    orders, sizes = _search_space(stats, hw)
     return [Mapping(o, tile) for o in orders for tile in itertools.product(*sizes)]
 
 
@@ -438,15 +445,7 @@ def maximal_candidates(stats: TileStats, hw: HwConfig) -> list[Mapping]:
     size is found walking down from the dim. (Bytes are rounded up per tile, and csr /
     coo pay per fiber of a tile, so smaller tiles only add; RLE is not monotone and is
     searched without pruning.) The reference model prices every candidate."""
-    from accelsim.io.hwconfig import LOOP_ORDERS
-
-    cfg = hw.mapping
-    orders = LOOP_ORDERS if cfg.loop_order == "auto" else (cfg.loop_order,)
-    if cfg.glb_tile == "auto":
-        sizes = [candidate_sizes(stats, d) for d in DIMS]
-    else:
-        sizes = [[stats.extent[d] if v == "full" else min(int(v), stats.extent[d])]
-                 for d, v in zip(DIMS, cfg.glb_tile, strict=True)]
+    orders, sizes = _search_space(stats, hw)
 
     def legal(tile) -> bool:
         return violation(stats, Mapping(orders[0], tile)) is None

@@ -25,6 +25,8 @@ from accelsim.model.kernels import (
     uniform_bounds,
 )
 from accelsim.model.mapping import (
+    _bytes,
+    _extents,
     a_fetches,
     choose_mapping,
     price_mapping,
@@ -170,17 +172,6 @@ def resolve_formats(layer: Layer, hw: HwConfig, m: int, k: int, n: int,
     if fmts["a"] is hw.formats.a and fmts["w"] is hw.formats.w:
         return hw
     return dataclasses.replace(hw, formats=dataclasses.replace(hw.formats, **fmts))
-
-
-def _bytes(bits):
-    return (np.asarray(bits, np.int64) + 7) // 8
-
-
-def _extents(total: int, block: int) -> np.ndarray:
-    n = -(-total // block)
-    e = np.full(n, block, np.int64)
-    e[-1] = total - block * (n - 1)
-    return e
 
 
 def tile_bytes(mask: np.ndarray, bx: int, by: int, fmt: FormatConfig,
